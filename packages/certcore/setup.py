@@ -52,7 +52,7 @@ def _extensions():
     debug = os.environ.get("CERTCORE_DEBUG") == "1"
     opt = ["-O0", "-g"] if debug else ["-O3", "-g0"]
     # at::parallel_for expands an OpenMP pragma in our translation units: without -fopenmp it runs serially.
-    cxx = [*opt, "-std=c++17", "-fopenmp"]
+    cxx = [*opt, "-std=c++20", "-fopenmp"]
     link = ["-fopenmp"]
     sources = sorted(glob.glob(os.path.join(CSRC, "*.cpp")) + glob.glob(os.path.join(CSRC, "cpu", "*.cpp")))
     if _want_cuda():
@@ -61,7 +61,7 @@ def _extensions():
         if not torch.cuda.is_available():
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
-        nvcc = [*opt[:1], "-lineinfo", "--expt-relaxed-constexpr", "-std=c++17"]
+        nvcc = [*opt[:1], "-lineinfo", "--expt-relaxed-constexpr", "-std=c++20"]
         return [
             CUDAExtension(
                 "certcore._C",
