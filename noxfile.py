@@ -63,7 +63,9 @@ def install_certcore(session: nox.Session) -> None:
     wheels = sorted(wheel_dir.glob("certcore-*.whl"))
     if not wheels:
         tmp_dir = wheel_dir.with_suffix(".tmp")
-        session.run("pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(tmp_dir), "packages/certcore")
+        session.run(
+            "pip", "wheel", "--no-build-isolation", "--no-deps", "-w", str(tmp_dir), "packages/certcore"
+        )
         tmp_dir.rename(wheel_dir)
         wheels = sorted(wheel_dir.glob("certcore-*.whl"))
     session.install(str(wheels[0]))
@@ -71,7 +73,8 @@ def install_certcore(session: nox.Session) -> None:
 
 def install_packages(session: nox.Session, *names: str) -> None:
     """Install paper packages (and ``reproduce``) from the tree; certcore must be installed first."""
-    paths = ["reproduce" if name == "reproduce" else f"packages/{name}" for name in names]
+    # "./reproduce", not "reproduce": a bare name would make pip fetch an unrelated PyPI project.
+    paths = ["./reproduce" if name == "reproduce" else f"./packages/{name}" for name in names]
     session.install("--no-build-isolation", *paths)
 
 
@@ -97,7 +100,10 @@ def _make_package_tests(package: str):
         session.install(*TEST_DEPS)
         run_pytest(session, f"tests/{package}")
 
-    package_tests.__doc__ = f"certcore + {package} only, and only tests/{package}."
+    package_tests.__doc__ = (
+        "certcore alone, only tests/certcore." if package == "certcore"
+        else f"certcore + {package} only, and only tests/{package}."
+    )
     return package_tests
 
 

@@ -59,22 +59,37 @@ def _extensions():
         import torch
 
         if not torch.cuda.is_available():
+            # No GPU to query: compile for Ampere and Hopper (CUDA 13 supports sm_75 and newer only).
             os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         sources += sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu")))
-        nvcc = [*opt[:1], "-lineinfo", "--expt-relaxed-constexpr", "-std=c++20"]
+        # Headers of the CUDA libraries (cuBLAS, cuSPARSE, ...) that torch's CUDA headers may pull in
+        # ship inside torch's nvidia-* wheels, not necessarily with the toolkit. They go in as system
+        # include dirs, searched after the toolkit's own include/, so the toolkit's runtime headers win.
+        site = os.path.dirname(os.path.dirname(os.path.abspath(torch.__file__)))
+        wheel_inc = sorted(glob.glob(os.path.join(site, "nvidia", "*", "include", "")))
+        # The .cu files include only light ATen/c10 headers (no torch/extension.h), and the host side
+        # is compiled without debug info: both cut the build time severalfold.
+        nvcc = ["-O0", "-g", "-lineinfo"] if debug else ["-O3", "-lineinfo", "-Xcompiler", "-g0"]
+        nvcc += ["--expt-relaxed-constexpr", "-std=c++20"]
+        for d in wheel_inc:
+            nvcc += ["-isystem", d]
+            cxx += ["-idirafter", d]
         return [
             CUDAExtension(
                 "certcore._C",
                 sources,
                 define_macros=[("CERTCORE_WITH_CUDA", "1")],
                 extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-                extra_link_args=link
+                extra_link_args=link,
             )
         ]
     return [CppExtension("certcore._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=link)]
 
 
 def main() -> None:
+    # torch.utils.cpp_extension fixes CUDA_HOME when first imported: set it before that.
+    if os.environ.get("CERTCORE_CUDA", "auto").lower() != "0":
+        _default_cuda_home()
     from torch.utils.cpp_extension import BuildExtension
 
     setup(

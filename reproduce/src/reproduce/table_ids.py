@@ -14,7 +14,9 @@ from pathlib import Path
 TABLES_DIR = Path(__file__).parent / "tables"
 
 # {package}-{dataset}{eps}[-{variant}], e.g. linfdist-cifar8, gloro-mnist158, linfdist-cifar8-v1mlp
-ID_PATTERN = re.compile(r"^(linfdist|lirpa|fastibp|lipnorm|gloro)-(mnist|cifar|tinyimagenet|imagenet64|digits)(\d+)(-[a-z0-9]+)?$")
+ID_PATTERN = re.compile(
+    r"^(linfdist|lirpa|fastibp|lipnorm|gloro)-(mnist|cifar|tinyimagenet|imagenet64|digits)(\d+)(-[a-z0-9]+)?$"
+)
 
 
 def scan_table_ids(tables_dir: Path = TABLES_DIR) -> list[str]:
@@ -25,6 +27,7 @@ def scan_table_ids(tables_dir: Path = TABLES_DIR) -> list[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "TableSpec":
                 for kw in node.keywords:
-                    if kw.arg == "id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
-                        ids.append(kw.value.value)
+                    value = kw.value
+                    if kw.arg == "id" and isinstance(value, ast.Constant) and isinstance(value.value, str):
+                        ids.append(value.value)
     return ids

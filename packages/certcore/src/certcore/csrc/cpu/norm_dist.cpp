@@ -1,0 +1,348 @@
+// CPU kernels of certcore::norm_dist_forward / norm_dist_backward (schemas in ../certcore.cpp).
+//
+// y[b, o, s] = ||x[b, g*K:(g+1)*K, s] - w[o, :]||_p, g = o / (CO/groups). Three algorithms:
+//   p = inf          max of |x - w| (one subtraction and one VRANGEPS per 16 pairs on AVX-512),
+//                    plus the first index reaching it when need_argmax;
+//   p in {1, ..., 8} sum of |x - w|^p by repeated multiplication (a rescaled pass only for tiles
+//                    where a sum over- or underflowed);
+//   other p          max m first, then sum (|x - w| / m)^p: finite and accurate up to p = 1000 and
+//                    beyond in float32.
+// Rows or columns holding NaN or infinity take an exact scalar path (NaN in, NaN out).
+// Backward, finite p: dL/dx = sum_o g sign(t) (|t|/y)^(p-1), dL/dw = -sum_{b,s} of the same, with
+// the saved y; 0 where y == 0 (x == w: no NaN) and for terms with t == 0. p = inf: the gradient goes
+// to the stored argmax index only.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "dist_kernels.h"
+#include "packing.h"
+
+namespace certcore::cpu {
+namespace {
+
+using at::Tensor;
+
+PMode classify_p(double p, int32_t& ip) {
+  ip = 0;
+  if (std::isinf(p)) return PMode::Inf;
+  if (p >= 1 && p <= 8 && p == std::floor(p)) {
+    ip = int32_t(p);
+    return PMode::Int;
+  }
+  return PMode::General;
+}
+
+void check_inputs(const char* op, const Tensor& x, const Tensor& w, double p, int64_t groups) {
+  TORCH_CHECK(x.dim() == 3, op, ": x must be 3-D (B, CI, HW), got shape ", x.sizes());
+  TORCH_CHECK(w.dim() == 2, op, ": w must be 2-D (CO, CI/groups), got shape ", w.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": x must be float32 or float64, got ", x.scalar_type());
+  TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": w must have the dtype of x (", x.scalar_type(), "), got ",
+              w.scalar_type());
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), op, ": x and w must be CPU tensors");
+  TORCH_CHECK(groups >= 1, op, ": groups must be >= 1, got ", groups);
+  TORCH_CHECK(x.size(1) % groups == 0, op, ": CI = ", x.size(1), " is not divisible by groups = ", groups);
+  TORCH_CHECK(w.size(0) % groups == 0, op, ": CO = ", w.size(0), " is not divisible by groups = ", groups);
+  TORCH_CHECK(w.size(1) == x.size(1) / groups, op, ": w.shape[1] must be CI/groups = ", x.size(1) / groups,
+              ", got ", w.size(1));
+  TORCH_CHECK(p > 0, op, ": p must be > 0 (and not NaN), got ", p);
+  TORCH_CHECK(x.size(1) >= 1, op, ": x must have at least one input channel");
+  TORCH_CHECK(x.size(1) / groups < std::numeric_limits<int32_t>::max(), op, ": CI/groups must fit an int32 argmax");
+}
+
+template <typename T>
+void forward_impl(const Tensor& x, const Tensor& w, double p, int64_t groups, Tensor& y, Tensor* arg) {
+  const KernelTable& kt = kernels();
+  const Dims d = Dims::make(x.size(0), x.size(1), x.size(2), w.size(0), groups, kt.lanes<T>());
+  std::vector<T> xp(size_t(d.G * d.Mp * d.Kp)), wp(size_t(d.G * d.Np * d.Kp));
+  std::vector<uint8_t> xbad(size_t(d.G * d.Mp)), wbad(size_t(d.G * d.Np));
+  pack_rows(x.const_data_ptr<T>(), d, xp.data(), xbad.data());
+  pack_weight(w.const_data_ptr<T>(), d, wp.data(), wbad.data());
+
+  FwdArgs<T> base{};
+  base.K = d.K;
+  base.Kp = d.Kp;
+  base.M = d.M;
+  base.N = d.N;
+  base.mode = classify_p(p, base.ip);
+  base.p = p;
+  base.HW = d.HW;
+  base.y_bstride = d.CO * d.HW;
+  T* yptr = y.data_ptr<T>();
+  int32_t* aptr = arg ? arg->data_ptr<int32_t>() : nullptr;
+  std::vector<T> xt;
+  int64_t xo_gstride = 0;
+  const T* xo = arg ? original_rows(x.const_data_ptr<T>(), d, xt, xo_gstride, base.ldxo) : nullptr;
+  base.ldwo = d.K;
+
+  const TilePlan tp = plan_tiles(d, 4 * at::get_num_threads(), /*need_both_dims=*/false);
+  const int64_t per_group = tp.ni * tp.nj;
+  const auto fwd = kt.fwd<T>();
+  at::parallel_for(0, d.G * per_group, 1, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<T[]> ws(new T[size_t(tile_workspace<T>())]);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / per_group, i = (task % per_group) / tp.nj, j = task % tp.nj;
+      FwdArgs<T> a = base;
+      a.x = xp.data() + g * d.Mp * d.Kp;
+      a.w = wp.data() + g * d.Np * d.Kp;
+      a.xbad = xbad.data() + g * d.Mp;
+      a.wbad = wbad.data() + g * d.Np;
+      a.y = yptr + g * d.N * d.HW;
+      a.arg = aptr ? aptr + g * d.N * d.HW : nullptr;
+      a.xo = xo ? xo + g * xo_gstride : nullptr;
+      a.wo = w.const_data_ptr<T>() + g * d.N * d.K;
+      const int64_t m0 = i * tp.mc, n0 = j * tp.nc;
+      fwd(a, m0, std::min(m0 + tp.mc, d.Mp), n0, std::min(n0 + tp.nc, d.Np), ws.get());
+    }
+  });
+}
+
+std::tuple<Tensor, Tensor> norm_dist_forward_cpu(const Tensor& x_, const Tensor& w_, double p, int64_t groups,
+                                                 bool need_argmax) {
+  check_inputs("norm_dist_forward", x_, w_, p, groups);
+  const Tensor x = x_.contiguous(), w = w_.contiguous();
+  const int64_t B = x.size(0), HW = x.size(2), CO = w.size(0);
+  Tensor y = at::empty({B, CO, HW}, x.options());
+  const bool want_arg = need_argmax && std::isinf(p);
+  Tensor arg = at::empty(want_arg ? at::IntArrayRef{B, CO, HW} : at::IntArrayRef{0}, x.options().dtype(at::kInt));
+  if (y.numel() == 0) return {y, arg};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "norm_dist_forward_cpu",
+                             [&] { forward_impl<scalar_t>(x, w, p, groups, y, want_arg ? &arg : nullptr); });
+  return {y, arg};
+}
+
+// ---------------------------------------------------------------------------------------------
+// p = inf: scatter g * sign to the argmax index. grad_x in parallel over the batch, grad_w over
+// blocks of output channels: no two threads write the same element. Returns false on an index
+// outside [0, K).
+
+// grad_x rows of batch elements [b0, b1)
+template <typename T>
+bool scatter_inf_x(const T* __restrict g, const int32_t* __restrict a, T* __restrict out, int64_t b0, int64_t b1,
+                   int64_t CO, int64_t CI, int64_t HW, int64_t N, int64_t K) {
+  bool ok = true;
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t o = 0; o < CO; ++o) {
+      T* dst = out + (b * CI + (o / N) * K) * HW;
+      const int64_t base = (b * CO + o) * HW;
+      for (int64_t s = 0; s < HW; ++s) {
+        const int32_t v = a[base + s];
+        const int64_t k = v >= 0 ? int64_t(v) : ~int64_t(v);
+        if (k >= K) {
+          ok = false;
+          continue;
+        }
+        dst[k * HW + s] += v >= 0 ? g[base + s] : -g[base + s];
+      }
+    }
+  return ok;
+}
+
+// grad_w rows [o0, o1), walked in blocks of 8 output channels so that their rows stay in L1 and
+// each cache line of g and argmax serves the whole block
+template <typename T>
+bool scatter_inf_w(const T* __restrict g, const int32_t* __restrict a, T* __restrict out, int64_t o0, int64_t o1,
+                   int64_t B, int64_t CO, int64_t HW, int64_t K) {
+  constexpr int64_t OB = 8;
+  bool ok = true;
+  for (int64_t ob = o0; ob < o1; ob += OB) {
+    const int64_t oe = std::min(o1, ob + OB);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t o = ob; o < oe; ++o) {
+        T* dst = out + o * K;
+        const int64_t base = (b * CO + o) * HW;
+        for (int64_t s = 0; s < HW; ++s) {
+          const int32_t v = a[base + s];
+          const int64_t k = v >= 0 ? int64_t(v) : ~int64_t(v);
+          if (k >= K) {
+            ok = false;
+            continue;
+          }
+          dst[k] -= v >= 0 ? g[base + s] : -g[base + s];
+        }
+      }
+  }
+  return ok;
+}
+
+template <typename T>
+void backward_inf(const Tensor& gy, const Tensor& arg, const Dims& d, Tensor* gx, Tensor* gw) {
+  const T* g = gy.const_data_ptr<T>();
+  const int32_t* a = arg.const_data_ptr<int32_t>();
+  std::atomic<bool> bad_index{false};
+  if (gx) {
+    T* out = gx->data_ptr<T>();
+    at::parallel_for(0, d.B, 1, [&](int64_t b0, int64_t b1) {
+      if (!scatter_inf_x(g, a, out, b0, b1, d.CO, d.CI, d.HW, d.N, d.K)) bad_index = true;
+    });
+  }
+  if (gw) {
+    T* out = gw->data_ptr<T>();
+    at::parallel_for(0, (d.CO + 7) / 8, 1, [&](int64_t blk0, int64_t blk1) {
+      if (!scatter_inf_w(g, a, out, blk0 * 8, std::min(d.CO, blk1 * 8), d.B, d.CO, d.HW, d.K)) bad_index = true;
+    });
+  }
+  TORCH_CHECK(!bad_index.load(), "norm_dist_backward: argmax holds an index outside [0, CI/groups)");
+}
+
+// Finite p: pack x, w, grad_y and 1/y per group, then one fused pass per tile accumulating both
+// gradients. Tiles run in "diagonal" phases (tile (i, (i + d) mod n) in phase d), so that no two
+// tiles of a phase share rows of grad_x or rows of grad_w: no atomics, no per-thread copies.
+template <typename T>
+void backward_finite(const Tensor& gy, const Tensor& x, const Tensor& w, const Tensor& y, double p, const Dims& d0,
+                     Tensor* gx, Tensor* gw) {
+  const KernelTable& kt = kernels();
+  const Dims d = Dims::make(d0.B, d0.CI, d0.HW, d0.CO, d0.G, kt.lanes<T>());
+  const int64_t G = d.G, Mp = d.Mp, Np = d.Np, Kp = d.Kp, HW = d.HW, N = d.N, M = d.M;
+  std::vector<T> xp(size_t(G * Mp * Kp)), wp(size_t(G * Np * Kp));
+  pack_rows(x.const_data_ptr<T>(), d, xp.data(), nullptr);
+  pack_weight(w.const_data_ptr<T>(), d, wp.data(), nullptr);
+  // coefficients (G, Mp, Np): g and 1/y (0 where y == 0 or 1/y overflows: gradient defined as 0)
+  std::vector<T> gc(size_t(G * Mp * Np), T(0)), rc(size_t(G * Mp * Np), T(0));
+  {
+    const T* g = gy.const_data_ptr<T>();
+    const T* yv = y.const_data_ptr<T>();
+    at::parallel_for(0, G * M, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t gr = begin; gr < end; ++gr) {
+        const int64_t grp = gr / M, r = gr % M, b = r / HW, s = r % HW;
+        T* gdst = gc.data() + (grp * Mp + r) * Np;
+        T* rdst = rc.data() + (grp * Mp + r) * Np;
+        const int64_t off = (b * d.CO + grp * N) * HW + s;
+        for (int64_t c = 0; c < N; ++c) {
+          const T yy = yv[off + c * HW];
+          T inv = yy == T(0) ? T(0) : T(1) / yy;
+          if (std::isinf(inv)) inv = T(0);
+          gdst[c] = g[off + c * HW];
+          rdst[c] = inv;
+        }
+      }
+    });
+  }
+  std::vector<T> gxp(gx ? size_t(G * Mp * Kp) : 0, T(0)), gwp(gw ? size_t(G * Np * Kp) : 0, T(0));
+
+  BwdArgs<T> base{};
+  base.K = d.K;
+  base.Kp = Kp;
+  base.Np = Np;
+  base.mode = classify_p(p, base.ip);
+  base.p = p;
+  const auto bwd = kt.bwd<T>();
+  auto run = [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, bool want_gx, bool want_gw) {
+    BwdArgs<T> a = base;
+    a.x = xp.data() + g * Mp * Kp;
+    a.w = wp.data() + g * Np * Kp;
+    a.g = gc.data() + g * Mp * Np;
+    a.ry = rc.data() + g * Mp * Np;
+    a.gx = want_gx ? gxp.data() + g * Mp * Kp : nullptr;
+    a.gw = want_gw ? gwp.data() + g * Np * Kp : nullptr;
+    bwd(a, m0, m1, n0, n1);
+  };
+  const int64_t threads = at::get_num_threads();
+  const TilePlan tp = plan_tiles(d, 1, false);  // cache tiles; parallelism comes from the blocks below
+  // all cache tiles of rows [r0, r1) x columns [c0, c1)
+  auto run_block = [&](int64_t g, int64_t r0, int64_t r1, int64_t c0, int64_t c1, bool want_gx, bool want_gw) {
+    for (int64_t m0 = r0; m0 < r1; m0 += tp.mc)
+      for (int64_t n0 = c0; n0 < c1; n0 += tp.nc)
+        run(g, m0, std::min(m0 + tp.mc, r1), n0, std::min(n0 + tp.nc, c1), want_gx, want_gw);
+  };
+  // Rows split in nI blocks, columns in nJ blocks, about one per thread each.
+  const int64_t SR = round_up(ceil_div(Mp, threads), kRowPad), SC = round_up(ceil_div(Np, threads), kColPad);
+  const int64_t nI = ceil_div(Mp, SR), nJ = ceil_div(Np, SC);
+  if (gx && gw && (threads == 1 || G * std::min(nI, nJ) >= 2)) {
+    // Fused: phase d runs block (i, (i + d) mod n) for every i, so that no two blocks of a phase
+    // share rows of grad_x or rows of grad_w: no atomics, no per-thread copies, n <= threads barriers.
+    const int64_t n = std::max(nI, nJ);
+    std::vector<std::array<int64_t, 3>> phase;
+    for (int64_t dd = 0; dd < n; ++dd) {
+      phase.clear();
+      for (int64_t g = 0; g < G; ++g)
+        for (int64_t i = 0; i < nI; ++i) {
+          const int64_t j = (i + dd) % n;
+          if (j < nJ) phase.push_back({g, i, j});
+        }
+      at::parallel_for(0, int64_t(phase.size()), 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const auto [g, i, j] = phase[t];
+          run_block(g, i * SR, std::min((i + 1) * SR, Mp), j * SC, std::min((j + 1) * SC, Np), true, true);
+        }
+      });
+    }
+  } else {
+    // One gradient at a time, each parallel over its own rows (tiny problems, or a single one).
+    if (gx) {
+      const int64_t nb = ceil_div(Mp, kRowPad);
+      at::parallel_for(0, G * nb, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t g = t / nb, i = t % nb;
+          run_block(g, i * kRowPad, std::min((i + 1) * kRowPad, Mp), 0, Np, true, false);
+        }
+      });
+    }
+    if (gw) {
+      const int64_t nb = ceil_div(Np, kColPad);
+      at::parallel_for(0, G * nb, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+          const int64_t g = t / nb, j = t % nb;
+          run_block(g, 0, Mp, j * kColPad, std::min((j + 1) * kColPad, Np), false, true);
+        }
+      });
+    }
+  }
+  if (gx) unpack_rows(gxp.data(), d, gx->data_ptr<T>());
+  if (gw) unpack_weight(gwp.data(), d, gw->data_ptr<T>());
+}
+
+std::tuple<Tensor, Tensor> norm_dist_backward_cpu(const Tensor& grad_y_, const Tensor& x_, const Tensor& w_,
+                                                  const Tensor& y_, const Tensor& argmax_, double p, int64_t groups,
+                                                  std::array<bool, 2> output_mask) {
+  check_inputs("norm_dist_backward", x_, w_, p, groups);
+  const int64_t B = x_.size(0), CI = x_.size(1), HW = x_.size(2), CO = w_.size(0);
+  const std::vector<int64_t> yshape{B, CO, HW};
+  TORCH_CHECK(grad_y_.sizes() == at::IntArrayRef(yshape), "norm_dist_backward: grad_y must have shape ", yshape,
+              ", got ", grad_y_.sizes());
+  TORCH_CHECK(grad_y_.scalar_type() == x_.scalar_type(), "norm_dist_backward: grad_y must have the dtype of x");
+  const Tensor x = x_.contiguous(), w = w_.contiguous(), gy = grad_y_.contiguous();
+  Tensor gx = output_mask[0] ? at::zeros_like(x) : at::empty({0}, x.options());
+  Tensor gw = output_mask[1] ? at::zeros_like(w) : at::empty({0}, w.options());
+  if (!output_mask[0] && !output_mask[1]) return {gx, gw};
+  if (gy.numel() == 0) return {gx, gw};
+  const Dims d = Dims::make(B, CI, HW, CO, groups, 1);
+  if (std::isinf(p)) {
+    TORCH_CHECK(argmax_.sizes() == at::IntArrayRef(yshape) && argmax_.scalar_type() == at::kInt,
+                "norm_dist_backward: at p = inf it needs the int32 argmax of shape ", yshape,
+                " from norm_dist_forward(..., need_argmax=True), got ", argmax_.sizes(), " ", argmax_.scalar_type());
+    const Tensor arg = argmax_.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "norm_dist_backward_cpu", [&] {
+      backward_inf<scalar_t>(gy, arg, d, output_mask[0] ? &gx : nullptr, output_mask[1] ? &gw : nullptr);
+    });
+    return {gx, gw};
+  }
+  TORCH_CHECK(y_.sizes() == at::IntArrayRef(yshape) && y_.scalar_type() == x.scalar_type(),
+              "norm_dist_backward: y must be the forward output, shape ", yshape, ", got ", y_.sizes());
+  const Tensor y = y_.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "norm_dist_backward_cpu", [&] {
+    backward_finite<scalar_t>(gy, x, w, y, p, d, output_mask[0] ? &gx : nullptr, output_mask[1] ? &gw : nullptr);
+  });
+  return {gx, gw};
+}
+
+}  // namespace
+}  // namespace certcore::cpu
+
+TORCH_LIBRARY_IMPL(certcore, CPU, m) {
+  m.impl("norm_dist_forward", &certcore::cpu::norm_dist_forward_cpu);
+  m.impl("norm_dist_backward", &certcore::cpu::norm_dist_backward_cpu);
+}

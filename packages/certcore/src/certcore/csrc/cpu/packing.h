@@ -1,0 +1,211 @@
+// Packing of (B, CI, HW) activations and (CO, CI/G) weights into the padded per-group row-major
+// matrices the SIMD tile kernels read (see dist_kernels.h), and the tile plans that split the work
+// over threads. Shared by norm_dist.cpp and bound_inf_dist.cpp; compiled for the baseline target.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "dist_kernels.h"
+
+namespace certcore::cpu {
+
+inline int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Sizes of one call. Rows are (b, s) pairs, M = B * HW; columns are the output channels of a group.
+struct Dims {
+  int64_t B, CI, HW, CO, G;
+  int64_t K;   // input channels per group
+  int64_t N;   // output channels per group
+  int64_t M;   // rows
+  int64_t Mp, Np, Kp;
+  int64_t L, KL;  // lanes per vector; vectors per packed row (Kp = L * KL)
+
+  static Dims make(int64_t B, int64_t CI, int64_t HW, int64_t CO, int64_t G, int lanes) {
+    Dims d{B, CI, HW, CO, G, CI / G, CO / G, B * HW, 0, 0, 0, lanes, 0};
+    d.Mp = round_up(std::max<int64_t>(d.M, 1), kRowPad);
+    d.Np = round_up(std::max<int64_t>(d.N, 1), kColPad);
+    d.Kp = round_up(std::max<int64_t>(d.K, 1), lanes);
+    d.KL = d.Kp / lanes;
+    return d;
+  }
+
+  // packed position of input channel k (lane-major, see dist_kernels.h)
+  int64_t packed(int64_t k) const { return (k % KL) * L + k / KL; }
+
+  // packed positions of k = 0..Kp-1 (those >= K are the padding)
+  std::vector<int64_t> permutation() const {
+    std::vector<int64_t> q(static_cast<size_t>(Kp));
+    for (int64_t k = 0; k < Kp; ++k) q[size_t(k)] = packed(k);
+    return q;
+  }
+};
+
+// out (G, Mp, Kp): out[g][b*HW + s][k] = x[b][g*K + k][s], zero padded. If bad != nullptr,
+// bad[g*Mp + r] = 1 where the row holds a NaN or an infinity.
+template <typename T>
+void pack_rows(const T* x, const Dims& d, T* out, uint8_t* bad) {
+  const int64_t G = d.G, B = d.B, K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
+  const std::vector<int64_t> perm = d.permutation();
+  const int64_t* q = perm.data();
+  at::parallel_for(0, G * B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / B, b = gb % B;
+      const T* src = x + (b * d.CI + g * K) * HW;  // (K, HW) slab
+      T* dst = out + (g * Mp + b * HW) * Kp;       // (HW, Kp) rows
+      if (HW == 1) {
+        for (int64_t k = 0; k < K; ++k) dst[q[k]] = src[k];
+      } else {
+        // Packed positions [j*L, (j+1)*L) of a row (one vector, a cache line or half of one) hold
+        // the channels k = l*KL + j, l < L: copy L channel rows x 16 positions s at a time, so that
+        // the L source rows are read as sequential streams and each destination vector is written
+        // whole. Padding channels (k >= K) are written as zeros here.
+        const int64_t L = d.L, KL = d.KL;
+        constexpr int64_t SB = 16;
+        for (int64_t j = 0; j < KL; ++j) {
+          for (int64_t s0 = 0; s0 < HW; s0 += SB) {
+            const int64_t ns = std::min(SB, HW - s0);
+            for (int64_t s = 0; s < ns; ++s) {
+              T* dv = dst + (s0 + s) * Kp + j * L;
+              for (int64_t l = 0; l < L; ++l) {
+                const int64_t k = l * KL + j;
+                dv[l] = k < K ? src[k * HW + s0 + s] : T(0);
+              }
+            }
+          }
+        }
+      }
+      if (HW == 1) {
+        for (int64_t k = K; k < Kp; ++k) dst[q[k]] = T(0);
+      }
+      if (bad) {
+        for (int64_t s = 0; s < HW; ++s) {
+          const T* row = dst + s * Kp;
+          uint8_t flag = 0;
+          for (int64_t i = 0; i < Kp; ++i) flag |= (row[i] - row[i]) != T(0);  // NaN or +-inf
+          bad[g * Mp + b * HW + s] = flag;
+        }
+      }
+    }
+  });
+  for (int64_t g = 0; g < G; ++g) {
+    std::fill(out + (g * Mp + d.M) * Kp, out + (g + 1) * Mp * Kp, T(0));
+    if (bad) std::fill(bad + g * Mp + d.M, bad + (g + 1) * Mp, uint8_t(0));
+  }
+}
+
+// Rows in the original channel order, for the argmax searches: row r = b*HW + s of group g at
+// *base + g * group_stride + r * ld. With HW == 1 these are x itself (no copy); else a (G, M, K)
+// transposed copy is made in `store`.
+template <typename T>
+const T* original_rows(const T* x, const Dims& d, std::vector<T>& store, int64_t& group_stride, int64_t& ld) {
+  if (d.HW == 1) {
+    group_stride = d.K;
+    ld = d.CI;
+    return x;
+  }
+  const int64_t G = d.G, B = d.B, K = d.K, HW = d.HW, M = d.M;
+  store.resize(size_t(G * M * K));
+  T* out = store.data();
+  at::parallel_for(0, G * B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / B, b = gb % B;
+      const T* src = x + (b * d.CI + g * K) * HW;
+      T* dst = out + (g * M + b * HW) * K;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t s = 0; s < HW; ++s) dst[s * K + k] = src[k * HW + s];
+    }
+  });
+  group_stride = M * K;
+  ld = K;
+  return out;
+}
+
+// Inverse of pack_rows for a gradient: out[b][g*K + k][s] = src[g][b*HW + s][packed(k)].
+template <typename T>
+void unpack_rows(const T* src, const Dims& d, T* out) {
+  const int64_t G = d.G, B = d.B, K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
+  const std::vector<int64_t> perm = d.permutation();
+  const int64_t* q = perm.data();
+  at::parallel_for(0, G * B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / B, b = gb % B;
+      const T* s0 = src + (g * Mp + b * HW) * Kp;
+      T* dst = out + (b * d.CI + g * K) * HW;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t s = 0; s < HW; ++s) dst[k * HW + s] = s0[s * Kp + q[k]];
+    }
+  });
+}
+
+// out (G, Np, Kp): out[g][c][k] = w[g*N + c][k], zero padded; bad as in pack_rows.
+template <typename T>
+void pack_weight(const T* w, const Dims& d, T* out, uint8_t* bad) {
+  const int64_t G = d.G, N = d.N, K = d.K, Kp = d.Kp, Np = d.Np;
+  const std::vector<int64_t> perm = d.permutation();
+  const int64_t* q = perm.data();
+  at::parallel_for(0, G * Np, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t gc = begin; gc < end; ++gc) {
+      const int64_t g = gc / Np, c = gc % Np;
+      T* dst = out + gc * Kp;
+      uint8_t flag = 0;
+      if (c < N) {
+        const T* src = w + (g * N + c) * K;
+        for (int64_t k = 0; k < K; ++k) dst[q[k]] = src[k];
+        for (int64_t k = K; k < Kp; ++k) dst[q[k]] = T(0);
+        for (int64_t k = 0; k < K; ++k) flag |= (src[k] - src[k]) != T(0);  // NaN or +-inf
+      } else {
+        std::fill(dst, dst + Kp, T(0));
+      }
+      if (bad) bad[gc] = flag;
+    }
+  });
+}
+
+// Inverse of pack_weight for a gradient: out[g*N + c][k] = src[g][c][packed(k)].
+template <typename T>
+void unpack_weight(const T* src, const Dims& d, T* out) {
+  const int64_t G = d.G, N = d.N, K = d.K, Kp = d.Kp, Np = d.Np;
+  const std::vector<int64_t> perm = d.permutation();
+  const int64_t* q = perm.data();
+  at::parallel_for(0, G * N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t gcn = begin; gcn < end; ++gcn) {
+      const int64_t g = gcn / N, c = gcn % N;
+      const T* s0 = src + (g * Np + c) * Kp;
+      T* dst = out + gcn * K;
+      for (int64_t k = 0; k < K; ++k) dst[k] = s0[q[k]];
+    }
+  });
+}
+
+// Tiles of a group's (Mp x Np) output: ni x nj tiles of mc x nc.
+struct TilePlan {
+  int64_t mc, nc, ni, nj;
+};
+
+// Tiles as large as the cache blocking wants, shrunk until there are at least min_tasks of them
+// (counting the G groups) or they reach the register-block size.
+inline TilePlan plan_tiles(const Dims& d, int64_t min_tasks, bool need_both_dims) {
+  int64_t mc = std::min(kMaxTileRows, d.Mp), nc = std::min(kMaxTileCols, d.Np);
+  auto count = [&](int64_t a, int64_t b) {
+    const int64_t ni = ceil_div(d.Mp, a), nj = ceil_div(d.Np, b);
+    return need_both_dims ? d.G * std::min(ni, nj) : d.G * ni * nj;
+  };
+  while (count(mc, nc) < min_tasks && (mc > kRowPad || nc > kColPad)) {
+    const bool shrink_rows = (mc > kRowPad) && (nc <= kColPad || ceil_div(d.Mp, mc) <= ceil_div(d.Np, nc));
+    if (shrink_rows)
+      mc = std::max(kRowPad, round_up(mc / 2, kRowPad));
+    else
+      nc = std::max(kColPad, round_up(nc / 2, kColPad));
+  }
+  return {mc, nc, ceil_div(d.Mp, mc), ceil_div(d.Np, nc)};
+}
+
+}  // namespace certcore::cpu

@@ -1,0 +1,5 @@
+"""``python -m reproduce`` = the ``reproduce`` command."""
+
+from reproduce.cli import main
+
+main()
