@@ -50,9 +50,8 @@ class Row:
 
 def _resume_flag(run_dir: Path, fresh: bool) -> dict[str, bool]:
     """Resume where a checkpoint exists (unless ``fresh``); start over otherwise."""
-    if fresh:
-        return {"resume": False, "overwrite": True}
-    return {"resume": (run_dir / CHECKPOINT_NAME).is_file(), "overwrite": True}
+    resume = not fresh and (run_dir / CHECKPOINT_NAME).is_file()
+    return {"resume": resume, "overwrite": not resume}
 
 
 # --- IBP-trained CNN ------------------------------------------------------------------------------------
@@ -109,7 +108,7 @@ def train_ibp(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
             correct += float((logits.argmax(1) == y_train[idx]).sum())
         return {"loss": loss_sum / len(y_train), "acc": 100 * correct / len(y_train), "eps": eps_schedule(t)}
 
