@@ -1,9 +1,13 @@
-"""The package installs and imports on its own (with certcore only) and exports nothing yet."""
+"""The package imports on its own (with certcore only) and its public API is frozen here."""
 
 import importlib
 
+EXPECTED_ALL = ["BoundedModule", "BoundedTensor", "PerturbationLpNorm", "UnsupportedOperationError"]
 
-def test_imports_alone_and_exports_nothing_yet():
+
+def test_public_api():
     module = importlib.import_module("lirpa")
-    assert module.__doc__ and "Not implemented yet" in module.__doc__
-    assert [name for name in vars(module) if not name.startswith("_")] == []
+    assert module.__doc__ and "BoundedModule" in module.__doc__
+    assert sorted(module.__all__) == sorted(EXPECTED_ALL)
+    for name in EXPECTED_ALL:
+        assert getattr(module, name) is not None
