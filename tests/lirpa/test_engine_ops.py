@@ -131,13 +131,13 @@ def test_unsupported_structural_uses():
 
     class MaxPool(nn.Module):
         def forward(self, x):
-            return F.max_pool1d(x.unsqueeze(1), 2)
+            return F.max_pool3d(x.reshape(x.shape[0], 1, 1, 1, -1), (1, 1, 2))
 
     for model, match in (
         (BatchSlice(), "batch"),
         (Reduce(), "sum"),
         (Recip(), "only 1 / x"),
-        (MaxPool(), "max_pool1d"),
+        (MaxPool(), "max_pool3d"),
     ):
         with pytest.raises(UnsupportedOperationError, match=match):
             bm = BoundedModule(model, x)

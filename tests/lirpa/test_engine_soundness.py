@@ -240,10 +240,11 @@ def test_bad_inputs_raise():
         bm.compute_bounds(x=(BoundedTensor(x * math.inf, PerturbationLpNorm(0.1)),))
     with pytest.raises(ValueError, match="unknown method"):
         bm.compute_bounds(x=(xb,), method="magic")
-    with pytest.raises(NotImplementedError, match="patches"):
-        BoundedModule(nn.Linear(3, 2), x, bound_opts={"conv_mode": "patches"})
-    with pytest.raises(NotImplementedError, match="patches"):
-        bm.set_bound_opts({"conv_mode": "patches"})
+    with pytest.raises(ValueError, match="conv_mode"):
+        BoundedModule(nn.Linear(3, 2), x, bound_opts={"conv_mode": "dense"})
+    with pytest.raises(ValueError, match="conv_mode"):
+        bm.set_bound_opts({"conv_mode": "dense"})
+    bm.set_bound_opts({"conv_mode": "matrix"})
     with pytest.raises(ValueError, match="activation_bound_option"):
         bm.set_bound_opts({"activation_bound_option": "relu"})
     assert bm.bound_opts["conv_mode"] == "matrix" and bm.compute_bounds(x=(xb,))[0].shape == (2, 2)

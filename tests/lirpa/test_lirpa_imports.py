@@ -2,7 +2,13 @@
 
 import importlib
 
-EXPECTED_ALL = ["BoundedModule", "BoundedTensor", "PerturbationLpNorm", "UnsupportedOperationError"]
+EXPECTED_ALL = [
+    "BoundedModule",
+    "BoundedTensor",
+    "CrossEntropyWrapper",
+    "PerturbationLpNorm",
+    "UnsupportedOperationError",
+]
 
 
 def test_public_api():

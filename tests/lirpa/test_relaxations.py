@@ -241,6 +241,18 @@ def test_relu_alpha_is_clamped_and_differentiable():
     torch.testing.assert_close(grad, t(0.0, 1.0, 0.0, 0.0, 0.0))  # inside [0, 1] and unstable only
 
 
+def test_unclamped_alpha_has_gradient_at_the_ends_of_its_range():
+    alpha = t(0.0, 1.0, 0.5, 0.0).requires_grad_()
+    lo, up = t(-1.0, -1.0, 1.0, -3.0), t(1.0, 2.0, 2.0, -1.0)
+    rel = relax_relu(lo, up, alpha=alpha, clamp_alpha=False)
+    torch.testing.assert_close(rel.lw, t(0.0, 1.0, 1.0, 0.0))
+    (grad,) = torch.autograd.grad(rel.lw.sum(), alpha)
+    torch.testing.assert_close(grad, t(1.0, 1.0, 0.0, 0.0))  # unstable only, also at alpha = 0 and 1
+    rel = relax_leaky_relu(lo, up, 0.1, alpha=t(0.1, 1.0, 0.5, 0.3), clamp_alpha=False)
+    torch.testing.assert_close(rel.lw, t(0.1, 1.0, 1.0, 0.1))
+    assert_sound(rel, lo, up, lambda x: torch.nn.functional.leaky_relu(x, 0.1), 1e-12)
+
+
 def test_alpha_with_a_spec_dimension_broadcasts():
     l, u = t(-1.0, -2.0, 0.5), t(1.0, 1.0, 1.0)
     alpha = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)

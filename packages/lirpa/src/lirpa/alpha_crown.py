@@ -86,6 +86,9 @@ def optimize_final_bound(bm, final, A0: Tensor, bound_lower: bool, bound_upper: 
         box = bm._bounds[name]
         bm._bounds[name] = type(box)(box.lower.detach(), box.upper.detach(), check=False)
     A0 = A0.detach()
+    if not relus:  # nothing to optimise: the CROWN bound
+        with torch.no_grad():
+            return bm._backward(final, A0, bound_lower, bound_upper)
     lb = ub = None
     with torch.enable_grad():
         if bound_upper:

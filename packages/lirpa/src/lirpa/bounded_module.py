@@ -41,11 +41,16 @@ from lirpa.bounded_tensor import BoundedTensor
 from lirpa.graph import GraphNode, build_nodes, run_graph, trace
 from lirpa.ops import LinearBound
 from lirpa.ops.linear import Conv2d, Linear
+from lirpa.ops.loss_fusion import LabelMargin
+from lirpa.ops.patches import Patches, add_A, concretize_box, patches_backward, to_dense
 from lirpa.ops.shape import Reshape
 from lirpa.perturbations import PerturbationLpNorm
 
 __all__ = ["BoundedModule", "NodeView", "DEFAULT_BOUND_OPTS"]
 
+#: with ``crown_batch_size=inf``, one backward pass for intermediate bounds holds at most this many
+#: entries of dense one-hot spec rows (``rows·batch·neurons``): bounds are unchanged, memory is capped.
+PASS_ELEMENTS = 2**25
 RELU_OPTIONS = ("adaptive", "same-slope", "zero-lb", "one-lb")
 DEFAULT_OPTIMIZE_ARGS = {
     "iteration": 20,
@@ -57,7 +62,7 @@ DEFAULT_OPTIMIZE_ARGS = {
     "init_alpha": True,
 }
 DEFAULT_BOUND_OPTS = {
-    "conv_mode": "matrix",
+    "conv_mode": "patches",
     "activation_bound_option": "adaptive",
     "sparse_intermediate_bounds": True,
     "minimum_sparsity": 0.9,
@@ -155,12 +160,8 @@ class BoundedModule(nn.Module):
             else:
                 new[key] = value
         mode = new["conv_mode"]
-        if mode == "patches":
-            raise NotImplementedError(
-                "conv_mode='patches' is not implemented yet; use bound_opts={'conv_mode': 'matrix'}"
-            )
-        if mode != "matrix":
-            raise ValueError(f"conv_mode must be 'matrix' (or 'patches', not implemented yet), got {mode!r}")
+        if mode not in ("matrix", "patches"):
+            raise ValueError(f"conv_mode must be 'patches' or 'matrix', got {mode!r}")
         if new["activation_bound_option"] not in RELU_OPTIONS:
             raise ValueError(
                 f"activation_bound_option must be one of {RELU_OPTIONS}, "
@@ -317,11 +318,27 @@ class BoundedModule(nn.Module):
 
     def _ibp_apply(self, n: GraphNode, boxes: list[Interval]) -> Interval:
         lp = self._lp_for(n)
+        merged = self._merged_margin_ibp(n)
+        if merged is not None:
+            return merged
         box = n.op.ibp(boxes, lp=lp) if lp is not None else n.op.ibp(boxes)
         if isinstance(n.op, Reshape) and n.inputs[0] in self._lp:
             x0, eps, q = self._lp[n.inputs[0]]
             self._lp[n.name] = (x0.reshape(x0.shape[0], *n.op.out_shape), eps, q)
         return box
+
+    def _merged_margin_ibp(self, n: GraphNode) -> Interval | None:
+        """Loss fusion: ``z - z.gather(1, y)`` right after a final Linear on a 2-D input is bounded with the
+        margin merged into the layer (auto_LiRPA's ``_IBP_loss_fusion``); None when that does not apply."""
+        if not isinstance(n.op, LabelMargin) or n.op.same is None:
+            return None
+        src = self._node[n.inputs[0]]
+        if not isinstance(src.op, Linear) or src.op.weight.dim() != 2 or len(n.op.out_shape) != 1:
+            return None
+        box = self._bounds.get(src.inputs[0])
+        if box is None or box.lower.dim() != 2:
+            return None
+        return n.op.merged_ibp(src.op, box)
 
     def _ibp_node(self, n: GraphNode, store: dict | None = None) -> Interval:
         """IBP bounds of ``n`` from the bounds known upstream; missing inputs are computed by IBP and
@@ -365,24 +382,38 @@ class BoundedModule(nn.Module):
                 continue
             a_l, a_u = lA.pop(n.name, None), uA.pop(n.name, None)
             boxes = [self._bounds.get(i) for i in n.inputs] if n.op.nonlinear else []
-            outs, lb, ub = n.op.backward(a_l, a_u, boxes)
+            res = None
+            if isinstance(a_l, Patches) or isinstance(a_u, Patches):
+                res = patches_backward(n.op, a_l, a_u, boxes)
+                if res is None:  # an op that needs the dense matrix
+                    a_l, a_u = to_dense(a_l), to_dense(a_u)
+            outs, lb, ub = res if res is not None else n.op.backward(a_l, a_u, boxes)
             lbias, ubias = lbias + lb, ubias + ub
             for name, (al, au) in zip(n.inputs, outs, strict=True):
                 if al is not None:
-                    lA[name] = lA[name] + al if name in lA else al
+                    lA[name] = add_A(lA[name], al) if name in lA else al
                 if au is not None:
-                    uA[name] = uA[name] + au if name in uA else au
+                    uA[name] = add_A(uA[name], au) if name in uA else au
         lb_out = ub_out = None
-        zero = torch.zeros(A0.shape[:2], dtype=A0.dtype, device=A0.device)
+        ref = A0.patches if isinstance(A0, Patches) else A0
+        zero = torch.zeros(ref.shape[:2], dtype=ref.dtype, device=ref.device)
         if lower:
             lb_out = zero + lbias
             for name, A in lA.items():
-                lb_out = lb_out + self._ptb[name].concretize(self._env[name], self._box[name], A, -1.0)
+                lb_out = lb_out + self._concretize(name, A, -1.0)
         if upper:
             ub_out = zero + ubias
             for name, A in uA.items():
-                ub_out = ub_out + self._ptb[name].concretize(self._env[name], self._box[name], A, 1.0)
+                ub_out = ub_out + self._concretize(name, A, 1.0)
         return lb_out, ub_out
+
+    def _concretize(self, name: str, A, sign: float) -> Tensor:
+        ptb = self._ptb[name]
+        if isinstance(A, Patches):
+            if ptb.norm == math.inf:
+                return concretize_box(A, self._box[name], sign)
+            A = A.to_dense()
+        return ptb.concretize(self._env[name], self._box[name], A, sign)
 
     def _needs_bounds(self, n: GraphNode, members: set[str]) -> bool:
         return any(self._node[u].op.nonlinear for u in n.users if u in members)
@@ -455,15 +486,24 @@ class BoundedModule(nn.Module):
         value = self._env[n.name]
         batch, shape = value.shape[0], tuple(value.shape[1:])
         dim = math.prod(shape)
+        patches = self.bound_opts["conv_mode"] == "patches" and len(shape) == 3
         chunk = self.bound_opts.get("crown_batch_size", math.inf)
-        chunk = len(rows) if chunk == math.inf else max(1, int(chunk))
+        if chunk == math.inf:
+            # cap the rows of one pass so that a dense (rows, batch, *shape) tensor stays below
+            # PASS_ELEMENTS entries (same bounds, bounded memory; patches are smaller still)
+            chunk = max(1, PASS_ELEMENTS // max(1, batch * dim))
+        chunk = max(1, int(chunk))
         lbs, ubs = [], []
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             k = len(part)
-            A0 = torch.zeros(k, batch, dim, dtype=value.dtype, device=value.device)
-            A0[torch.arange(k, device=value.device), :, part] = 1.0
-            lb, ub = self._backward(n, A0.reshape(k, batch, *shape), True, True)
+            if patches:
+                A0 = Patches.one_hot(part, batch, shape, value)
+            else:
+                A0 = torch.zeros(k, batch, dim, dtype=value.dtype, device=value.device)
+                A0[torch.arange(k, device=value.device), :, part] = 1.0
+                A0 = A0.reshape(k, batch, *shape)
+            lb, ub = self._backward(n, A0, True, True)
             lbs.append(lb)
             ubs.append(ub)
         return torch.cat(lbs), torch.cat(ubs)

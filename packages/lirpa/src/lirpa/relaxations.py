@@ -218,7 +218,9 @@ def _relu_chord(l: Tensor, u: Tensor, unstable: Tensor) -> tuple[Tensor, Tensor]
     return s, c
 
 
-def _two_piece(l: Tensor, u: Tensor, a: float, option: str, alpha: Tensor | None) -> Relaxation:
+def _two_piece(
+    l: Tensor, u: Tensor, a: float, option: str, alpha: Tensor | None, clamp_alpha: bool = True
+) -> Relaxation:
     active = l >= 0
     inactive = u <= 0
     unstable = ~(active | inactive)
@@ -230,7 +232,9 @@ def _two_piece(l: Tensor, u: Tensor, a: float, option: str, alpha: Tensor | None
     stable_w = torch.where(active, one, torch.full_like(l, a))
 
     if alpha is not None:
-        low = torch.clamp(alpha, min=a, max=1.0)
+        # clamp_alpha=False: the optimiser keeps alpha in [a, 1] itself (projection after each step), so
+        # the gradient also flows at the ends of the range, where the clamp's would be zero
+        low = torch.clamp(alpha, min=a, max=1.0) if clamp_alpha else alpha + torch.zeros_like(l)
     elif option == "adaptive":
         low = torch.where(chord_w > 0.5, one, torch.full_like(l, a))
     elif option == "same-slope":
@@ -258,14 +262,22 @@ def _two_piece(l: Tensor, u: Tensor, a: float, option: str, alpha: Tensor | None
 
 
 def relax_relu(
-    lower: Tensor, upper: Tensor, option: str = "adaptive", alpha: Tensor | None = None, *, check: bool = True
+    lower: Tensor,
+    upper: Tensor,
+    option: str = "adaptive",
+    alpha: Tensor | None = None,
+    *,
+    check: bool = True,
+    clamp_alpha: bool = True,
 ) -> Relaxation:
     """Linear relaxation of ReLU on [lower, upper]; ``option`` in :data:`RELU_OPTIONS`, ``alpha`` the
-    α-CROWN lower slope of unstable neurons (clamped to [0, 1]). 'zero-lb' means slope 0 (see module doc)."""
+    α-CROWN lower slope of unstable neurons (clamped to [0, 1]; with ``clamp_alpha=False`` used as is:
+    the caller keeps it in [0, 1], and its gradient is 1 on unstable neurons even at 0 and 1).
+    'zero-lb' means slope 0 (see module doc)."""
     _check_option(option, "relax_relu")
     _check_bounds(lower, upper, "relax_relu", values=check, allow_inf=True)
     alpha = _prepare_alpha(alpha, lower, "relax_relu", check)
-    return _two_piece(lower, upper, 0.0, option, alpha)
+    return _two_piece(lower, upper, 0.0, option, alpha, clamp_alpha)
 
 
 def relax_leaky_relu(
@@ -276,14 +288,16 @@ def relax_leaky_relu(
     alpha: Tensor | None = None,
     *,
     check: bool = True,
+    clamp_alpha: bool = True,
 ) -> Relaxation:
     """Linear relaxation of LeakyReLU(negative_slope = a, 0 <= a < 1): exact where stable (slope 1 or a),
-    chord above and s·x below (s in [a, 1], per ``option``, or clamp(alpha, a, 1)) where unstable."""
+    chord above and s·x below (s in [a, 1], per ``option``, or clamp(alpha, a, 1); alpha as is with
+    ``clamp_alpha=False``) where unstable."""
     a = _check_negative_slope(negative_slope)
     _check_option(option, "relax_leaky_relu")
     _check_bounds(lower, upper, "relax_leaky_relu", values=check, allow_inf=True)
     alpha = _prepare_alpha(alpha, lower, "relax_leaky_relu", check)
-    return _two_piece(lower, upper, a, option, alpha)
+    return _two_piece(lower, upper, a, option, alpha, clamp_alpha)
 
 
 # ----------------------------------------------------------------------------------------------------------

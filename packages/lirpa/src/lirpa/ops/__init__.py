@@ -9,7 +9,8 @@ Supported (first wave): Linear (``nn.Linear``, ``F.linear``, ``x @ M`` / ``torch
 matrix), Conv2d (``nn.Conv2d``, ``F.conv2d``), BatchNorm1d/2d, ``+``/``-`` of two perturbed nodes,
 ``+ - * /`` by constants and ``-x``, reshapes (Flatten/view/reshape/flatten/squeeze/unsqueeze), Identity,
 Dropout (eval), ReLU, LeakyReLU, Sigmoid, Tanh, Exp, Log, Square (``x*x``, ``x**2``, ``torch.pow(x, 2)``,
-``torch.square``), and any module with an ``interval_forward(box)`` method as an IBP-only leaf.
+``torch.square``), max pooling (MaxPool1d/2d, AdaptiveMaxPool1d/2d, module or functional;
+:mod:`lirpa.ops.pooling`), and any module with an ``interval_forward(box)`` method as an IBP-only leaf.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from lirpa.ops.activation import (
     POW_TARGETS,
     RECIPROCAL_FUNCTIONS,
     SQUARE_FUNCTIONS,
-    Exp,
     LeakyReLU,
     Log,
     Reciprocal,
@@ -45,6 +45,8 @@ from lirpa.ops.elementwise import (
 )
 from lirpa.ops.interval_only import IntervalOnly
 from lirpa.ops.linear import MATMUL_TARGETS, Conv2d, Linear
+from lirpa.ops.loss_fusion import GATHER_TARGETS, FusibleExp, Gather, LabelMargin
+from lirpa.ops.pooling import MAXPOOL_FUNCTIONS, MAXPOOL_MODULES, MaxPool2d
 from lirpa.ops.shape import IDENTITY_METHODS, RESHAPE_FUNCTIONS, RESHAPE_METHODS, Identity, Reshape
 from lirpa.ops.structural import (
     CAT_TARGETS,
@@ -71,6 +73,8 @@ MODULE_OPS: dict[type, type[Op]] = {
     nn.Identity: Identity,
     nn.Dropout: Identity,
     **{t: PerSampleLinear for t in POOL_MODULES},
+    **{t: MaxPool2d for t in MAXPOOL_MODULES},
+    **{t: Identity for t in (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)},
 }
 LEAF_MODULES = tuple(MODULE_OPS)
 
@@ -87,11 +91,12 @@ FUNCTION_OPS: dict[object, type[Op]] = {
     torch.tanh: Tanh,
     F.tanh: Tanh,
     "tanh": Tanh,
-    torch.exp: Exp,
-    "exp": Exp,
+    torch.exp: FusibleExp,  # plain exp unless bound_opts["loss_fusion"] (then exp(x - max_input))
+    "exp": FusibleExp,
     torch.log: Log,
     "log": Log,
     F.dropout: Identity,
+    **{t: MaxPool2d for t in MAXPOOL_FUNCTIONS},
 }
 
 
@@ -131,6 +136,8 @@ def build_op(node: fx.Node, perturbed: set[str], model: nn.Module, where: str) -
     target = node.target
     if target in ADD_TARGETS or target in SUB_TARGETS:
         if len(args) == 2 and all(getattr(a, "name", None) in perturbed for a in args):
+            if target in SUB_TARGETS and getattr(args[1], "target", None) in GATHER_TARGETS:
+                return LabelMargin(node, [args[0].name, args[1].name], None, where)  # z - z.gather(1, y)
             sign = 1.0 if target in ADD_TARGETS else -1.0
             if node.kwargs.get("alpha", 1) != 1:
                 return _raise(fail("add/sub with alpha is not supported"))
@@ -159,6 +166,8 @@ def build_op(node: fx.Node, perturbed: set[str], model: nn.Module, where: str) -
         return ScaleShift(node, uniq, None, where)
     if target in RECIPROCAL_FUNCTIONS:
         return _single(Reciprocal, node, uniq, where, fail)
+    if target in GATHER_TARGETS:
+        return _single(Gather, node, uniq, where, fail)
     if target in CAT_TARGETS:
         return Cat(node, uniq, None, where)
     if target in POOL_FUNCTIONS or target is operator.getitem:

@@ -34,21 +34,16 @@ class Activation(Op):
         (box,) = boxes
         return Interval(self.fn(box.lower), self.fn(box.upper), check=False)
 
-    def relax(self, box: Interval):
+    def relax(self, box: Interval, alpha: Tensor | None = None):
         raise NotImplementedError
 
     def relax_optimized(self, box: Interval):
-        """The relaxation, with the lower slope of unstable neurons replaced by ``self.alpha`` when set
-        (alpha-CROWN). The line ``α·x`` (through 0) is a lower bound of ReLU / LeakyReLU(a) for any
-        ``α`` in ``[a, 1]``; ``α`` is used as is (the optimiser projects it), so its gradient also flows
-        at the ends of the range."""
-        r = self.relax(box)
-        if self.alpha is None:
-            return r
-        unstable = (box.lower < 0) & (box.upper > 0)
-        lw = torch.where(unstable, self.alpha, r.lw)
-        shape = lw.shape
-        return type(r)(lw, r.lb.expand(shape), r.uw.expand(shape), r.ub.expand(shape))
+        """The relaxation, with ``self.alpha`` (alpha-CROWN, when set) as the lower slope of unstable
+        neurons, used as is (``clamp_alpha=False``): the optimiser projects it onto its range after
+        each step, so its gradient also flows at the ends of the range."""
+        if self.alpha is None or not self.relu_like:
+            return self.relax(box)
+        return self.relax(box, alpha=self.alpha)
 
     def backward(self, lA, uA, boxes):
         r = self.relax_optimized(boxes[0])
@@ -71,9 +66,11 @@ class ReLU(Activation):
     relu_like = True
     fn = staticmethod(F.relu)
 
-    def relax(self, box):
+    def relax(self, box, alpha=None):
         option = self.options.get("activation_bound_option", "adaptive")
-        return _relaxations().relax_relu(box.lower, box.upper, option=option, check=False)
+        return _relaxations().relax_relu(
+            box.lower, box.upper, option=option, alpha=alpha, check=False, clamp_alpha=False
+        )
 
 
 class LeakyReLU(Activation):
@@ -92,9 +89,11 @@ class LeakyReLU(Activation):
     def ibp(self, boxes):
         return interval_leaky_relu(boxes[0], self.slope)
 
-    def relax(self, box):
+    def relax(self, box, alpha=None):
         option = self.options.get("activation_bound_option", "adaptive")
-        return _relaxations().relax_leaky_relu(box.lower, box.upper, self.slope, option=option, check=False)
+        return _relaxations().relax_leaky_relu(
+            box.lower, box.upper, self.slope, option=option, alpha=alpha, check=False, clamp_alpha=False
+        )
 
 
 class Sigmoid(Activation):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, fx, nn
 
 from certcore.bounds import Interval
@@ -65,6 +66,17 @@ def add_bias(acc: Tensor | float, term: Tensor | float | None) -> Tensor | float
     return acc if term is None else acc + term
 
 
+def _weighted_sum(A: Tensor, w: Tensor) -> Tensor:
+    """``Σ_node A·w`` -> ``(spec, batch)`` without materialising the product (``w``: ``(batch|1, *shape)``
+    or ``(spec|1, batch|1, *shape)``, broadcastable to ``A``)."""
+    s, b = A.shape[:2]
+    if w.dim() == A.dim() - 1:
+        w = w.expand(A.shape[1:]).reshape(b, -1)
+        return torch.einsum("sbn,bn->sb", A.reshape(s, b, -1), w)
+    w = w.expand(A.shape).reshape(s, b, -1)
+    return torch.einsum("sbn,sbn->sb", A.reshape(s, b, -1), w)
+
+
 def relaxation_backward(
     lA: Tensor | None, uA: Tensor | None, lw: Tensor, lb: Tensor, uw: Tensor, ub: Tensor
 ) -> tuple[Tensor | None, Tensor | None, Tensor | float, Tensor | float]:
@@ -72,18 +84,21 @@ def relaxation_backward(
     ``(spec, batch, *shape)`` for per-spec slopes).
 
     Lower bound of ``A·y``: ``A⁺·(lw x + lb) + A⁻·(uw x + ub)``, so ``A_x = A⁺ lw + A⁻ uw`` and the bias is
-    ``Σ A⁺ lb + A⁻ ub``; the upper bound swaps the roles of the two lines."""
+    ``Σ A⁺ lb + A⁻ ub``; the upper bound swaps the roles of the two lines. Computed as
+    ``A_x = A·lw + A⁻·(uw - lw)`` and ``Σ A·lb + Σ A⁻·(ub - lb)`` (one clamp, no product tensors for the
+    bias)."""
     lA_x = uA_x = None
     lbias: Tensor | float = 0.0
     ubias: Tensor | float = 0.0
+    dw, db = uw - lw, ub - lb
     if lA is not None:
-        pos, neg = lA.clamp(min=0), lA.clamp(max=0)
-        lA_x = pos * lw + neg * uw
-        lbias = node_sum(pos * lb + neg * ub)
+        neg = lA.clamp(max=0)
+        lA_x = torch.addcmul(lA * lw, neg, dw)
+        lbias = _weighted_sum(lA, lb) + _weighted_sum(neg, db)
     if uA is not None:
-        pos, neg = uA.clamp(min=0), uA.clamp(max=0)
-        uA_x = pos * uw + neg * lw
-        ubias = node_sum(pos * ub + neg * lb)
+        neg = uA.clamp(max=0)
+        uA_x = torch.addcmul(uA * uw, neg, -dw)
+        ubias = _weighted_sum(uA, ub) - _weighted_sum(neg, db)
     return lA_x, uA_x, lbias, ubias
 
 
