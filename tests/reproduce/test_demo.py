@@ -8,26 +8,29 @@ from click.testing import CliRunner
 
 from reproduce.demo import main
 
+ROW = r"^(IBP CNN|same CNN|ℓ∞-dist net)\b.*?" + r"\s+([\d.]+)" * 4 + r"\s"
+
 
 def _rows(output: str) -> dict[str, list[float]]:
     rows = {}
     for line in output.splitlines():
-        m = re.match(r"^(IBP CNN|ℓ∞-dist net)\b.*?\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s", line)
+        m = re.match(ROW, line)
         if m:
             rows[m.group(1)] = [float(v) for v in m.groups()[1:]]
     return rows
 
 
 def test_demo_trains_certifies_and_resumes(tmp_path):
-    args = ["--epochs", "4", "--out", str(tmp_path / "demo")]
+    args = ["--epochs", "4", "--test-images", "120", "--out", str(tmp_path / "demo")]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     rows = _rows(first.output)
-    assert set(rows) == {"IBP CNN", "ℓ∞-dist net"}
+    assert set(rows) == {"IBP CNN", "same CNN", "ℓ∞-dist net"}
     for clean, robust, cert, seconds in rows.values():
         assert 0 <= cert <= robust <= clean <= 100  # certified ⊆ PGD-robust ⊆ correct
         assert seconds > 0
     assert rows["IBP CNN"][0] > 50  # four epochs on digits already learn something
+    assert rows["same CNN"][:2] == rows["IBP CNN"][:2]  # one model: same clean and PGD accuracy
     assert (tmp_path / "demo" / "results.txt").is_file()
     assert (tmp_path / "demo" / "ibp-cnn" / "checkpoint.pt").is_file()
 
