@@ -6,7 +6,7 @@ Two ways to a certified ℓ∞ robustness guarantee at pixel radius ε (default 
   ``κ·CE(z(x), y) + (1 − κ)·CE(−m̲(x, ε), y)``, where ``m̲`` are the IBP lower bounds of the margins
   ``z_y − z_j`` (0 for j = y), with ε ramped up by the IBP literature's smoothed schedule and κ going
   from 1 to 0.5; certified where every ``m̲_j > 0``. The same CNN is then verified again with CROWN
-  (lirpa's backward linear bounds), usually certifying more images than IBP.
+  (lirpa's backward linear bounds); on an IBP-trained net CROWN is not always tighter than IBP.
 * **ℓ∞-distance net** (linfdist): an MLPModel trained with the v2 recipe (p from 8 up to ∞, mixture
   loss), certified exactly at p = ∞ by its interval bounds.
 
