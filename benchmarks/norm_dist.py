@@ -118,6 +118,22 @@ def _contenders(x: torch.Tensor, w: torch.Tensor, p: float, with_grad: bool, ski
     return out
 
 
+def _warm_up(device: str) -> None:
+    """Run every contender once on a tiny input, so that one-time costs stay out of the timings.
+
+    The first ``Tensor.backward(grad)`` of a process imports torch's symbolic-shapes module (sympy,
+    about 0.5 s): without this warm-up it lands in whichever contender is timed first.
+    """
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 3, generator=gen).to(device)
+    w = torch.randn(4, 8, generator=gen).to(device)
+    for p in P_VALUES:
+        for with_grad in (False, True):
+            for fn in _contenders(x, w, p, with_grad, skip_reference=False).values():
+                fn()
+    _sync(device)
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     shapes = QUICK_SHAPES if args.quick else SHAPES
     devices = ["cpu"]
@@ -129,6 +145,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             sys.exit("--device cuda: no CUDA device is available")
     rows = []
     for device in devices:
+        _warm_up(device)
         for shape_name in args.shapes:
             B, CI, HW, CO = shapes[shape_name]
             gen = torch.Generator().manual_seed(0)

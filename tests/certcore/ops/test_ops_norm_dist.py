@@ -214,6 +214,24 @@ def test_inf_ties_route_the_gradient_to_the_first_index() -> None:
     assert torch.equal(w.grad, -expected_x.sum(0, keepdim=True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reductions_longer_than_one_cache_block(dtype: torch.dtype) -> None:
+    """CI = 1100 spans several of the kernel's reduction blocks (256 floats / 512 doubles): values
+    match the reference, and a p = inf tie between channels in different blocks goes to the first."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(4, 1100, 2, generator=gen, dtype=dtype) - 0.5
+    w = torch.rand(6, 1100, generator=gen, dtype=dtype) - 0.5
+    for p in (math.inf, 8.0, 2.5):
+        torch.testing.assert_close(norm_dist(x, w, p), reference.norm_dist(x, w, p), **_tol(dtype, p))
+    w[:, 900], w[:, 1000] = 2.0, -2.0  # |x - w| = 2 - x or 2 + x: the max sits at 900 or 1000
+    x[:, 900] = x[:, 1000] = 0.0  # a tie at exactly 2 between channels 900 and 1000
+    xg = x.clone().requires_grad_(True)
+    norm_dist(xg, w, math.inf).sum().backward()
+    expected = torch.zeros_like(x)
+    expected[:, 900] = -6.0  # six outputs, each d|x - w|/dx = sign(0 - 2) = -1 at the first index
+    assert torch.equal(xg.grad, expected)
+
+
 def test_inf_argmax_encoding_of_the_raw_op() -> None:
     x = torch.tensor([[[1.0], [-3.0], [3.0], [2.0]]])  # (1, 4, 1)
     w = torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]])

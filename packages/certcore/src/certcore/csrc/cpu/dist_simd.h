@@ -32,7 +32,7 @@ struct VT<float> {
   using V = vf;
   using I = vi32;
   static constexpr int L = CERTCORE_VBYTES / 4;
-  static constexpr int64_t KC = 1024;  // reduction block, elements
+  static constexpr int64_t KC = 256;  // reduction block, elements
 };
 template <>
 struct VT<double> {
