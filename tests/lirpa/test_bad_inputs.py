@@ -71,6 +71,22 @@ def test_C_of_the_wrong_shape(bm, C):
             bm.compute_bounds(x=_xb(), C=C, method=method)
 
 
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nonfinite_C(bm, bad):
+    C = torch.eye(2).expand(2, 2, 2).clone()
+    C[1, 0, 1] = bad
+    for method in ("IBP", "CROWN", "CROWN-IBP", "forward", "alpha-CROWN"):
+        with pytest.raises(ValueError, match="C must be finite"):
+            bm.compute_bounds(x=_xb(), C=C, method=method)
+
+
+def test_input_the_model_cannot_take(bm):
+    with pytest.raises(ValueError, match=r"fails on the inputs of shapes \[\(2, 5\)\].*built with inputs"):
+        bm.compute_bounds(x=_xb(x=torch.randn(2, 5)), method="IBP")
+    with pytest.raises(TypeError, match="must be a tensor"):
+        bm.compute_bounds(x=([[0.0, 1.0, 2.0]],), method="IBP")
+
+
 class DictOut(nn.Module):
     def forward(self, x):
         return {"y": x}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from certcore.bounds import Interval, ibp
 from certcore.testing import check_bounds_sound, freeze_batch_stats, make_zoo_model
@@ -156,3 +156,85 @@ def test_reciprocal_straddling_zero():
     assert lb[0, 0] == -torch.inf and ub[0, 0] == torch.inf and torch.isfinite(lb[0, 1])
     with pytest.raises(ValueError, match="contains 0"):
         bm.compute_bounds(x=(xb,), method="CROWN")
+
+
+class DerivedWeightBatchNorm(nn.Module):
+    """A weight computed from a parameter (2·w) and a BatchNorm in train mode after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 3, dtype=DT))
+        self.b = nn.Parameter(torch.randn(5, dtype=DT))
+        self.bn = nn.BatchNorm1d(5).to(DT)
+        self.out = nn.Linear(5, 2).to(DT)
+
+    def forward(self, x):
+        return self.out(F.relu(self.bn(F.linear(x, self.w * 2, self.b))))
+
+
+def _manual_ibp_lower(model: DerivedWeightBatchNorm, x: Tensor, eps: float) -> Tensor:
+    """IBP of that model written out: the clean batch's statistics, differentiable like the model's."""
+    w = model.w * 2
+    c, r = F.linear(x, w, model.b), F.linear(torch.full_like(x, eps), w.abs())
+    clean = F.linear(x, w, model.b)
+    mean, var = clean.mean(0), clean.var(0, unbiased=False)
+    scale = model.bn.weight / torch.sqrt(var + model.bn.eps)
+    c, r = (c - mean) * scale + model.bn.bias, r * scale.abs()
+    lo, hi = F.relu(c - r), F.relu(c + r)
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    return F.linear(c, model.out.weight, model.out.bias) - F.linear(r, model.out.weight.abs())
+
+
+def test_gradients_reach_derived_weights_and_train_mode_batch_statistics():
+    """The clean forward pass runs without autograd history except where a bound reads its values:
+    a parameter-derived weight and the input of a train-mode BatchNorm must keep theirs."""
+    torch.manual_seed(0)
+    model = DerivedWeightBatchNorm().train()
+    x = torch.randn(6, 3, dtype=DT)
+    bm = BoundedModule(model, x)
+    lb, _ = bm.compute_bounds(x=(BoundedTensor(x, PerturbationLpNorm(0.1)),), method="IBP")
+    got = torch.autograd.grad(lb.sum(), [model.w, model.b, model.bn.weight, model.out.weight])
+    ref_lb = _manual_ibp_lower(model, x, 0.1)
+    torch.testing.assert_close(lb, ref_lb, rtol=1e-12, atol=1e-12)
+    want = torch.autograd.grad(ref_lb.sum(), [model.w, model.b, model.bn.weight, model.out.weight])
+    for g, ref in zip(got, want, strict=True):
+        torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["IBP", "CROWN", "CROWN-IBP"])
+def test_bound_computation_leaves_batchnorm_running_statistics_alone(method):
+    torch.manual_seed(1)
+    model = DerivedWeightBatchNorm().train()
+    x = torch.randn(6, 3, dtype=DT)
+    before = [t.clone() for t in (model.bn.running_mean, model.bn.running_var, model.bn.num_batches_tracked)]
+    bm = BoundedModule(model, x)
+    bm.compute_bounds(x=(BoundedTensor(x, PerturbationLpNorm(0.1)),), method=method)
+    after = (model.bn.running_mean, model.bn.running_var, model.bn.num_batches_tracked)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    model(x)  # the training step's own forward pass does update them
+    assert not torch.equal(before[0], model.bn.running_mean) and int(model.bn.num_batches_tracked) == 1
+
+
+def test_clean_pass_reuse_gives_the_bounds_of_a_fresh_module():
+    """After the first call, a call with the same input signature reuses the clean pass's perturbed
+    values (only their shapes are read): bounds equal those of a fresh BoundedModule, also after the
+    batch size, the dtype or the mode of a BatchNorm changes."""
+    torch.manual_seed(2)
+    model, shape = make_zoo_model("cnn-bn-avgpool", dtype=torch.float32)
+    model.eval()
+    bm = BoundedModule(model, torch.rand(3, *shape))
+
+    def check(x, method):
+        ptb = PerturbationLpNorm(0.05)
+        got = bm.compute_bounds(x=(BoundedTensor(x, ptb),), method=method)
+        want = BoundedModule(model, x).compute_bounds(x=(BoundedTensor(x, ptb),), method=method)
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+
+    for x in (torch.rand(3, *shape), torch.rand(3, *shape), torch.rand(5, *shape)):
+        for method in ("IBP", "CROWN", "CROWN-IBP", "forward"):
+            check(x, method)
+    model.double()
+    check(torch.rand(5, *shape, dtype=torch.float64), "CROWN")
+    model.train()  # train-mode BatchNorm reads the clean values: never reused
+    check(torch.rand(5, *shape, dtype=torch.float64), "IBP")

@@ -29,12 +29,15 @@ Unrequested sides (``bound_lower=False`` / ``bound_upper=False``) are returned a
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import itertools
 import math
 
 import torch
 from torch import Tensor, nn
 
+from certcore.allocator import keep_freed_memory
 from certcore.bounds import Interval
 from lirpa.alpha_crown import optimize_final_bound
 from lirpa.bounded_tensor import BoundedTensor
@@ -48,9 +51,12 @@ from lirpa.perturbations import PerturbationLpNorm
 
 __all__ = ["BoundedModule", "NodeView", "DEFAULT_BOUND_OPTS"]
 
-#: with ``crown_batch_size=inf``, one backward pass for intermediate bounds holds at most this many
-#: entries of dense one-hot spec rows (``rows·batch·neurons``): bounds are unchanged, memory is capped.
-PASS_ELEMENTS = 2**25
+#: with ``crown_batch_size=inf``, one backward pass for intermediate bounds takes at most as many spec
+#: rows as keep ``rows·batch·neurons`` below this: for dense coefficients ``neurons`` is the widest node
+#: the pass crosses, for patches the node bounded. Bounds are unchanged; memory is capped, and dense
+#: passes stay small enough (16 MB in float32) that the C allocator reuses their buffers instead of
+#: mapping fresh pages for each one (first-touch page faults cost as much as the products here).
+PASS_ELEMENTS = 2**22
 RELU_OPTIONS = ("adaptive", "same-slope", "zero-lb", "one-lb")
 DEFAULT_OPTIMIZE_ARGS = {
     "iteration": 20,
@@ -103,6 +109,29 @@ def _no_nan(t: Tensor | None, fill: float) -> Tensor | None:
     return None if t is None else torch.nan_to_num(t, nan=fill, posinf=math.inf, neginf=-math.inf)
 
 
+def _shapes(inputs: tuple) -> list:
+    return [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in inputs]
+
+
+@contextlib.contextmanager
+def _frozen_running_stats(model: nn.Module):
+    """Leave BatchNorm running statistics as they were: the clean pass of a bound computation is not
+    a training step (the training loop's own ``model(x)`` updates them once per batch)."""
+    saved = [
+        (m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.running_mean is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mean, var, count in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
 def _parse_method(method: str | None, ibp: bool, forward: bool) -> str:
     if method is None:
         if ibp:
@@ -136,13 +165,15 @@ class BoundedModule(nn.Module):
         self.set_bound_opts(bound_opts or {})
         self._graph = trace(model)
         example = self._as_inputs(example_input)
-        with torch.no_grad():
+        self._example_shapes = _shapes(example)
+        with torch.no_grad(), _frozen_running_stats(model):
             env = run_graph(self._graph, model, example)
         self._nodes, self._roots, self._output = build_nodes(self._graph, model, env)
         self._node = {n.name: n for n in self._nodes}
         self._by_path = {n.path: n.name for n in self._nodes if n.fx_node.op == "call_module"}
         self._bounds: dict[str, Interval] = {}
         self._last_inputs: tuple | None = None
+        self._clean_key: tuple | None = None
 
     # --- public helpers --------------------------------------------------------------------------
     def forward(self, *x, **kwargs):
@@ -218,6 +249,8 @@ class BoundedModule(nn.Module):
         if not (bound_lower or bound_upper):
             raise ValueError("at least one of bound_lower and bound_upper must be True")
         self._prepare(x)
+        if any(isinstance(v, Tensor) and v.device.type == "cpu" for v in self._last_inputs):
+            keep_freed_memory()  # the bound passes allocate and free tens of MB at a time
         final = self._resolve_final(final_node_name)
         C = self._check_C(C, final)
         self._order = self._ancestors(final)
@@ -249,19 +282,33 @@ class BoundedModule(nn.Module):
         else:
             inputs = self._as_inputs(x)
         self._last_inputs = inputs
+        placeholders = [n for n in self._graph.nodes if n.op == "placeholder"]
+        for i, ph in enumerate(placeholders):
+            if ph.name in self._roots and not isinstance(inputs[i] if i < len(inputs) else None, Tensor):
+                value = inputs[i] if i < len(inputs) else None
+                raise TypeError(f"input {ph.target!r} must be a tensor, got {type(value).__name__}")
         plain = tuple(t.as_subclass(Tensor) if isinstance(t, BoundedTensor) else t for t in inputs)
-        self._env = run_graph(self._graph, self.model, plain)
+        try:
+            with _frozen_running_stats(self.model):
+                no_grad = self._clean_values_without_grad()
+                key = self._clean_pass_key(plain)
+                reuse = self._reusable_clean_values(key, no_grad)
+                self._clean_key = None  # set again only once this pass has succeeded
+                self._env = run_graph(self._graph, self.model, plain, no_grad=no_grad, reuse=reuse)
+                self._clean_key = key
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the model fails on the inputs of shapes {_shapes(plain)} ({exc}); BoundedModule was built "
+                f"with inputs of shapes {self._example_shapes}: give inputs the model accepts"
+            ) from exc
         self._bounds = {}
         self._ptb: dict[str, PerturbationLpNorm] = {}
         self._box: dict[str, tuple[Tensor, Tensor]] = {}
         self._lp: dict[str, tuple[Tensor, Tensor, float]] = {}
-        placeholders = [n for n in self._graph.nodes if n.op == "placeholder"]
         for i, ph in enumerate(placeholders):
             if ph.name not in self._roots:
                 continue
-            value = inputs[i] if i < len(inputs) else None
-            if not isinstance(value, Tensor):
-                raise TypeError(f"input {ph.target!r} must be a tensor, got {type(value).__name__}")
+            value = inputs[i]
             ptb = getattr(value, "ptb", None) or PerturbationLpNorm(eps=0.0)
             x0 = self._env[ph.name]
             lower, upper = ptb.init(x0)
@@ -274,6 +321,44 @@ class BoundedModule(nn.Module):
             if n.op is not None:
                 n.op.options = self.bound_opts
                 n.op.bind(self._env)
+
+    def _clean_values_without_grad(self) -> set[str]:
+        """Nodes of the clean forward pass whose values need no autograd history: the bound rules read
+        only shapes and indices from input-dependent values, except BatchNorm in train mode (batch
+        statistics of the clean input, differentiable). Parameter-derived constants keep their history."""
+        keep: set[str] = set()
+        batchnorms = ((n, getattr(n.op, "module", None)) for n in self._nodes)
+        stack = [
+            n.inputs[0]
+            for n, m in batchnorms
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)
+        ]
+        while stack:
+            name = stack.pop()
+            if name not in keep:
+                keep.add(name)
+                stack.extend(self._node[name].inputs)
+        return {n.name for n in self._nodes if n.name not in keep}
+
+    def _clean_pass_key(self, inputs: tuple) -> tuple:
+        """Shapes, dtypes and devices of the inputs, parameters and buffers."""
+        def signature(t: object) -> object:
+            return (tuple(t.shape), t.dtype, t.device) if isinstance(t, Tensor) else ("value", id(t))
+
+        state = itertools.chain(self.model.parameters(), self.model.buffers())
+        return tuple(signature(t) for t in inputs), tuple(signature(t) for t in state)
+
+    def _reusable_clean_values(self, key: tuple, no_grad: set[str]) -> dict[str, object] | None:
+        """The last clean pass's values of the perturbed nodes, when this pass has the same key
+        (:meth:`_clean_pass_key`) and no rule reads their numbers (no train-mode BatchNorm: every
+        perturbed node is in ``no_grad``); else None. The rules read only shapes, dtypes and devices of
+        perturbed nodes (constants come from perturbed data only through value-free calls such as
+        ``x.size(0)``, see ``graph.build_nodes``), so the clean forward pass, a third of the cost of IBP
+        on a CNN, runs once per input signature."""
+        perturbed = {n.name for n in self._nodes if not n.is_root}
+        if self._clean_key != key or not perturbed <= no_grad:
+            return None
+        return {name: self._env[name] for name in perturbed}
 
     def _resolve_final(self, name: str | None) -> GraphNode:
         if name is None:
@@ -296,6 +381,8 @@ class BoundedModule(nn.Module):
                 f"C must have shape (batch={batch}, n_spec, n_out={n_out}) for outputs of shape "
                 f"{tuple(value.shape)}, got {shape}"
             )
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError(f"C must be finite: it holds {int((~torch.isfinite(C)).sum())} NaN/Inf entries")
         return C.to(value.dtype)
 
     def _ancestors(self, final: GraphNode) -> list[GraphNode]:
@@ -487,26 +574,41 @@ class BoundedModule(nn.Module):
         batch, shape = value.shape[0], tuple(value.shape[1:])
         dim = math.prod(shape)
         patches = self.bound_opts["conv_mode"] == "patches" and len(shape) == 3
+        # y = W x + b on a 2-D x: the rows' coefficients on x are rows of W (no product with one-hot rows)
+        dense_linear = isinstance(n.op, Linear) and value.dim() == 2 and self._env[n.inputs[0]].dim() == 2
         chunk = self.bound_opts.get("crown_batch_size", math.inf)
         if chunk == math.inf:
-            # cap the rows of one pass so that a dense (rows, batch, *shape) tensor stays below
-            # PASS_ELEMENTS entries (same bounds, bounded memory; patches are smaller still)
-            chunk = max(1, PASS_ELEMENTS // max(1, batch * dim))
+            width = dim if patches else max(math.prod(a.shape[1:]) for a in self._cone_values(n))
+            chunk = max(1, PASS_ELEMENTS // max(1, batch * width))
         chunk = max(1, int(chunk))
         lbs, ubs = [], []
         for start in range(0, len(rows), chunk):
             part = rows[start : start + chunk]
             k = len(part)
-            if patches:
-                A0 = Patches.one_hot(part, batch, shape, value)
+            if dense_linear:
+                w = n.op.weight[part]
+                A_in = w.unsqueeze(1).expand(k, batch, w.shape[1])
+                lb, ub = self._backward(self._node[n.inputs[0]], A_in, True, True)
+                if n.op.bias is not None:
+                    lb, ub = lb + n.op.bias[part].unsqueeze(1), ub + n.op.bias[part].unsqueeze(1)
             else:
-                A0 = torch.zeros(k, batch, dim, dtype=value.dtype, device=value.device)
-                A0[torch.arange(k, device=value.device), :, part] = 1.0
-                A0 = A0.reshape(k, batch, *shape)
-            lb, ub = self._backward(n, A0, True, True)
+                if patches:
+                    A0 = Patches.one_hot(part, batch, shape, value)
+                else:
+                    A0 = torch.zeros(k, batch, dim, dtype=value.dtype, device=value.device)
+                    A0[torch.arange(k, device=value.device), :, part] = 1.0
+                    A0 = A0.reshape(k, batch, *shape)
+                lb, ub = self._backward(n, A0, True, True)
             lbs.append(lb)
             ubs.append(ub)
         return torch.cat(lbs), torch.cat(ubs)
+
+    def _cone_values(self, n: GraphNode) -> list[Tensor]:
+        """The clean values of ``n`` and its ancestors that are batched tensors (what a backward pass
+        from ``n`` may hold coefficients of)."""
+        batch = self._env[n.name].shape[0]
+        values = (self._env.get(a.name) for a in self._ancestors(n))
+        return [v for v in values if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] == batch]
 
     def _backward_final(self, final: GraphNode, C, bound_lower: bool, bound_upper: bool, optimize=False):
         value = self._env[final.name]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import torch
@@ -89,11 +91,23 @@ def _fetch_attr(model: nn.Module, target: str) -> object:
     return obj
 
 
-def run_graph(graph: fx.Graph, model: nn.Module, inputs: tuple) -> dict[str, object]:
-    """Evaluate ``graph`` on ``inputs``; returns the value of every node, keyed by node name."""
+def run_graph(
+    graph: fx.Graph,
+    model: nn.Module,
+    inputs: tuple,
+    no_grad: AbstractSet[str] = frozenset(),
+    reuse: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """Evaluate ``graph`` on ``inputs``; returns the value of every node, keyed by node name. Nodes
+    named in ``no_grad`` are evaluated without recording autograd history; the values of nodes in
+    ``reuse`` are taken from it instead of computed."""
     env: dict[str, object] = {}
+    grad_on = torch.is_grad_enabled()
     it = iter(inputs)
     for node in graph.nodes:
+        if reuse is not None and node.name in reuse:
+            env[node.name] = reuse[node.name]
+            continue
         if node.op == "placeholder":
             try:
                 value = next(it)
@@ -110,17 +124,18 @@ def run_graph(graph: fx.Graph, model: nn.Module, inputs: tuple) -> dict[str, obj
             continue
         args = fx.node.map_arg(node.args, lambda n: env[n.name])
         kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n.name])
-        if node.op == "get_attr":
-            value = _fetch_attr(model, node.target)
-        elif node.op == "call_module":
-            value = model.get_submodule(node.target)(*args, **kwargs)
-        elif node.op == "call_function":
-            value = node.target(*args, **kwargs)
-        elif node.op == "call_method":
-            self_obj, *rest = args
-            value = getattr(self_obj, node.target)(*rest, **kwargs)
-        else:  # pragma: no cover
-            raise RuntimeError(f"unknown fx node kind {node.op}")
+        with torch.set_grad_enabled(grad_on and node.name not in no_grad):
+            if node.op == "get_attr":
+                value = _fetch_attr(model, node.target)
+            elif node.op == "call_module":
+                value = model.get_submodule(node.target)(*args, **kwargs)
+            elif node.op == "call_function":
+                value = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                self_obj, *rest = args
+                value = getattr(self_obj, node.target)(*rest, **kwargs)
+            else:  # pragma: no cover
+                raise RuntimeError(f"unknown fx node kind {node.op}")
         env[node.name] = value
     return env
 
