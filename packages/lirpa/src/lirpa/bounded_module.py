@@ -57,6 +57,9 @@ __all__ = ["BoundedModule", "NodeView", "DEFAULT_BOUND_OPTS"]
 #: passes stay small enough (16 MB in float32) that the C allocator reuses their buffers instead of
 #: mapping fresh pages for each one (first-touch page faults cost as much as the products here).
 PASS_ELEMENTS = 2**22
+#: the same cap for patches passes, counted as ``rows·batch·neurons`` of the node bounded (the patches
+#: themselves are far smaller: ``rows·batch·C·kh·kw``); larger passes amortise the per-pass overhead.
+PATCHES_PASS_ELEMENTS = 2**25
 RELU_OPTIONS = ("adaptive", "same-slope", "zero-lb", "one-lb")
 DEFAULT_OPTIMIZE_ARGS = {
     "iteration": 20,
@@ -578,8 +581,11 @@ class BoundedModule(nn.Module):
         dense_linear = isinstance(n.op, Linear) and value.dim() == 2 and self._env[n.inputs[0]].dim() == 2
         chunk = self.bound_opts.get("crown_batch_size", math.inf)
         if chunk == math.inf:
-            width = dim if patches else max(math.prod(a.shape[1:]) for a in self._cone_values(n))
-            chunk = max(1, PASS_ELEMENTS // max(1, batch * width))
+            if patches:
+                chunk = max(1, PATCHES_PASS_ELEMENTS // max(1, batch * dim))
+            else:
+                width = max(math.prod(a.shape[1:]) for a in self._cone_values(n))
+                chunk = max(1, PASS_ELEMENTS // max(1, batch * width))
         chunk = max(1, int(chunk))
         lbs, ubs = [], []
         for start in range(0, len(rows), chunk):

@@ -78,14 +78,31 @@ class Patches:
 
     def gather(self, t: Tensor) -> Tensor:
         """``t`` (``(b, C|1, H, W)``, zero outside the image) on every row's window ->
-        ``(spec, b, C|1, kh, kw)``."""
+        ``(spec, b, C|1, kh, kw)``: one ``index_select`` of whole pixel rows (``b·C`` values each) of
+        the padded map laid out pixel-major."""
         ys, xs, (pt, pb, pl, pr) = self._index()
         padded = F.pad(t, (pl, pr, pt, pb))
-        return padded[:, :, ys, xs].permute(2, 0, 1, 3, 4)
+        b, c, hp, wp = padded.shape
+        pixels = padded.permute(2, 3, 0, 1).reshape(hp * wp, b * c)
+        spec, kh, kw = ys.shape
+        out = pixels.index_select(0, (ys * wp + xs).reshape(-1)).reshape(spec, kh, kw, b, c)
+        return out.permute(0, 3, 4, 1, 2).contiguous()
+
+    def gather_many(self, ts: list[Tensor]) -> list[Tensor]:
+        """:meth:`gather` of several maps of the same channel count at once."""
+        batch = max(t.shape[0] for t in ts)
+        stacked = torch.cat([t.expand(batch, *t.shape[1:]) for t in ts], dim=1)
+        return list(self.gather(stacked).chunk(len(ts), dim=2))
 
     def mask(self, like: Tensor) -> Tensor:
+        """``(spec, 1, 1, kh, kw)``: 1 where a row's window lies inside the image, else 0."""
+        kh, kw = self.kernel
         _, h, w = self.shape
-        return self.gather(torch.ones(1, 1, h, w, dtype=like.dtype, device=like.device))
+        dev = self.top.device
+        ys = self.top.reshape(-1, 1) + torch.arange(kh, device=dev)
+        xs = self.left.reshape(-1, 1) + torch.arange(kw, device=dev)
+        inside = ((ys >= 0) & (ys < h)).unsqueeze(2) & ((xs >= 0) & (xs < w)).unsqueeze(1)
+        return inside.to(like.dtype).reshape(-1, 1, 1, kh, kw)
 
     def to_dense(self) -> Tensor:
         """The dense ``(spec, batch, C, H, W)`` tensor."""
@@ -179,23 +196,28 @@ def _scale_backward(op, P: Patches) -> tuple[Patches, Tensor | float]:
 
 
 def _relax_backward(op, box, lA: Patches | None, uA: Patches | None):
-    from lirpa.ops.base import relaxation_backward
-
     r = op.relax_optimized(box)
     if r.lw.dim() != 4:
         return None
     if lA is not None and uA is not None and not _same_windows(lA, uA):
         return None
+    # relaxation_backward's algebra with the differences taken on the maps before gathering:
+    #   lA_x = lA·lw + lA⁻·(uw - lw),  Σ lA·lb + Σ lA⁻·(ub - lb)
+    #   uA_x = uA·lw + uA⁺·(uw - lw),  Σ uA·lb + Σ uA⁺·(ub - lb)
+    # and no gather of lb where it is 0 (ReLU's lower lines all pass through the origin).
     P = lA if lA is not None else uA
-    lw, lb, uw, ub = (P.gather(_full(t, P.shape)) for t in (r.lw, r.lb, r.uw, r.ub))
-    la, ua, lbias, ubias = relaxation_backward(
-        None if lA is None else lA.patches, None if uA is None else uA.patches, lw, lb, uw, ub
-    )
-    return (
-        [(None if la is None else lA.with_patches(la), None if ua is None else uA.with_patches(ua))],
-        lbias,
-        ubias,
-    )
+    maps = [r.lw, r.uw - r.lw, r.ub - r.lb] + ([r.lb] if bool(r.lb.any()) else [])
+    lw, dw, db, *lb = P.gather_many([_full(t, P.shape) for t in maps])
+    outs, biases = [], []
+    for A, part in ((lA, lambda a: a.clamp(max=0)), (uA, lambda a: a.clamp(min=0))):
+        if A is None:
+            outs.append(None)
+            biases.append(0.0)
+            continue
+        a, side = A.patches, part(A.patches)
+        outs.append(A.with_patches(torch.addcmul(a * lw, side, dw)))
+        biases.append(_node_sum(side * db) + (_node_sum(a * lb[0]) if lb else 0.0))
+    return [(outs[0], outs[1])], biases[0], biases[1]
 
 
 def _same_windows(a: Patches, b: Patches) -> bool:
@@ -244,6 +266,5 @@ def concretize_box(A: Patches, box: tuple[Tensor, Tensor], sign: float) -> Tenso
     """``min`` (sign -1) / ``max`` (+1) of ``A·x`` over the box ``[lower, upper]`` (``(batch, C, H, W)``)
     -> ``(spec, batch)``."""
     lower, upper = box
-    center = A.gather((upper + lower) / 2)
-    radius = A.gather((upper - lower) / 2)
+    center, radius = A.gather_many([(upper + lower) / 2, (upper - lower) / 2])
     return _node_sum(A.patches * center) + sign * _node_sum(A.patches.abs() * radius)
