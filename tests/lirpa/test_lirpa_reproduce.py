@@ -8,7 +8,9 @@ import pytest
 
 reproduce = pytest.importorskip("reproduce")
 
+from certcore.data import dataset_info  # noqa: E402
 from lirpa.training import TrainConfig  # noqa: E402
+from lirpa.zoo import MODELS  # noqa: E402
 from reproduce import registry, runner  # noqa: E402
 from reproduce.tables import lirpa as tables  # noqa: E402
 
@@ -55,6 +57,19 @@ def test_the_rows_are_registered_with_the_scripts_recipes() -> None:
         "lirpa-cifar8-wrn": "wide_resnet",
         "lirpa-cifar8-resnext": "resnext",
     }
+    # the ImageNet rows: their WideResNets are zoo specs, their datasets certcore datasets, and the model
+    # builds on the recipe's input (56×56 crops) with the dataset's classes
+    for table_id, name, classes in (
+        ("lirpa-tinyimagenet1-wrn", "wide_resnet_imagenet64", 200),
+        ("lirpa-imagenet641-wrn", "wide_resnet_imagenet64_1000class", 1000),
+    ):
+        spec = registry.get(table_id)
+        full = spec.profiles["full"].recipe
+        assert full.model == name and spec.model is MODELS[name]
+        assert f"lirpa.zoo {name}" in spec.profiles["full"].notes and "yet" not in spec.profiles["full"].notes
+        info = dataset_info(full.dataset, full.normalization)
+        assert (info.input_shape, info.num_classes) == ((3, 56, 56), classes)
+        assert MODELS[name].build(info.input_shape, info.num_classes).linear.out_features == classes
     quick = registry.get("lirpa-mnist03").profiles["quick"]
     assert not quick.synthetic_data and quick.recipe == tables.MNIST_QUICK
     assert (quick.recipe.dataset, quick.recipe.model, quick.recipe.eps) == ("mnist", "cnn_4layer", 0.3)

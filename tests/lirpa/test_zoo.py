@@ -3,7 +3,9 @@
 Expected parameter counts are worked out by hand from the original definitions (weights + biases
 of every Conv2d/Linear, weight + bias of every BatchNorm) for the shapes the original supports:
 both MNIST (1, 28, 28) and CIFAR (3, 32, 32) for the feedforward models and model_resnet, CIFAR
-only for WideResNet, DenseNet and ResNeXt (their first conv and flattened size are hard-coded).
+only for WideResNet, DenseNet and ResNeXt (their first conv and flattened size are hard-coded), and
+Tiny-ImageNet / downscaled-ImageNet inputs (3, 56, 56) and (3, 64, 64) with their own class counts
+for the two ImageNet WideResNets of wide_resnet_imagenet64.py.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from lirpa import BoundedModule, BoundedTensor, PerturbationLpNorm
 from lirpa.zoo import (
     ALIASES,
     MODELS,
@@ -19,10 +22,12 @@ from lirpa.zoo import (
     MLPSpec,
     ModelSpec,
     ResNeXtSpec,
+    WideResNetImageNet64Spec,
     build_model,
 )
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+CROP56, IMAGENET64 = (3, 56, 56), (3, 64, 64)  # the training scripts' 56×56 crops; the 64×64 images
 
 # fmt: off
 EXPECTED_PARAMS = {
@@ -72,7 +77,38 @@ EXPECTED_PARAMS = {
     #   Linear 512·8·8 → 512 = 16777728; Linear 512 → 10 = 5130
     ("resnext", CIFAR): 17_594_826,
 }
+
+# The ImageNet WideResNets at their own class counts: (name, input shape, classes) → parameters.
+# wide_resnet_imagenet64.py Wide_ResNet(depth 10, widen_factor 10, in_planes 16): stages 16, 160, 320,
+#   640, one wide_basic each; block(i → o) = bn1 2i + conv1 9io+o + bn2 2o + conv2 9o²+o [+ 1x1 io+o]:
+#   conv 3→16: 432 + 16 = 448
+#   16→160:        32 + 23040+160 + 320 + 230400+160 + 2560+160     = 256832
+#   160→320 (s2): 320 + 460800+320 + 640 + 921600+320 + 51200+320   = 1435520
+#   320→640 (s2): 640 + 1843200+640 + 1280 + 3686400+640 + 204800+640 = 5738240
+#   bn(640) = 1280 → 7432320 before the head; AvgPool2d(7) turns the 14x14 (56 input) or 16x16 (64
+#   input) map into 2x2, so Linear(640·4 = 2560 → C) = 2561·C: C = 200 → 7944520, C = 1000 → 9993320.
+EXPECTED_PARAMS_IMAGENET = {
+    ("wide_resnet_imagenet64", CROP56, 200): 7_944_520,
+    ("wide_resnet_imagenet64", IMAGENET64, 200): 7_944_520,
+    ("wide_resnet_imagenet64_1000class", CROP56, 1000): 9_993_320,
+    ("wide_resnet_imagenet64_1000class", IMAGENET64, 1000): 9_993_320,
+}
 # fmt: on
+
+
+def _wrn_imagenet64_params(depth, k, planes, in_ch, classes, pooled_hw):
+    """The parameter count of wide_resnet_imagenet64.py's Wide_ResNet, from its definition."""
+    widths = [planes, planes * k, 2 * planes * k, 4 * planes * k]
+    total = 9 * in_ch * planes + planes  # conv1
+    cin = planes
+    for stage, stride in ((1, 1), (2, 2), (3, 2)):
+        for b in range((depth - 4) // 6):
+            cout = widths[stage]
+            total += 2 * cin + 9 * cin * cout + cout + 2 * cout + 9 * cout * cout + cout
+            if (stride if b == 0 else 1) != 1 or cin != cout:
+                total += cin * cout + cout  # the 1x1 shortcut
+            cin = cout
+    return total + 2 * widths[3] + (widths[3] * pooled_hw + 1) * classes  # bn1, linear
 
 
 def _num_params(model: nn.Module) -> int:
@@ -80,24 +116,31 @@ def _num_params(model: nn.Module) -> int:
 
 
 def test_every_registered_model_has_an_expected_count():
-    assert {name for name, _ in EXPECTED_PARAMS} == set(MODELS)
+    names = {name for name, _ in EXPECTED_PARAMS} | {name for name, _, _ in EXPECTED_PARAMS_IMAGENET}
+    assert names == set(MODELS)
 
 
 @pytest.mark.parametrize(("name", "shape"), list(EXPECTED_PARAMS), ids=lambda v: str(v))
 def test_matches_original_and_traces(name, shape):
+    _check_model(name, shape, 10, EXPECTED_PARAMS[(name, shape)])
+
+
+def _check_model(name, shape, classes, params) -> nn.Module:
+    """Parameter count, output shape, an fx trace giving the same outputs, only standard layers."""
     torch.manual_seed(0)
-    model = build_model(name, shape, 10).eval()
-    assert _num_params(model) == EXPECTED_PARAMS[(name, shape)]
+    model = build_model(name, shape, classes).eval()
+    assert _num_params(model) == params
     x = torch.rand(2, *shape)
     with torch.no_grad():
         y = model(x)
-    assert y.shape == (2, 10)
+    assert y.shape == (2, classes)
     traced = torch.fx.symbolic_trace(model)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), y, rtol=0, atol=0)
     used = {type(m) for m in model.modules() if not list(m.children())}
     allowed = {nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Linear, nn.Flatten, nn.AvgPool2d, nn.Sequential}
     assert used <= allowed, used - allowed
+    return model
 
 
 @pytest.mark.parametrize(
@@ -165,3 +208,57 @@ def test_too_small_inputs_and_other_bad_arguments():
         build_model("cnn_9layer", CIFAR)
     with pytest.raises(ValueError, match="blocks must be three counts"):
         build_model(ResNeXtSpec(blocks=(1, 1)), CIFAR)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ wide_resnet_imagenet64.py
+
+
+@pytest.mark.parametrize(("name", "shape", "classes"), list(EXPECTED_PARAMS_IMAGENET), ids=lambda v: str(v))
+def test_imagenet_wide_resnets_match_original(name, shape, classes):
+    params = EXPECTED_PARAMS_IMAGENET[(name, shape, classes)]
+    assert params == _wrn_imagenet64_params(10, 10, 16, 3, classes, pooled_hw=4)
+    state = _check_model(name, shape, classes, params).state_dict()
+    # the original's names: wide_basic has bn1, conv1, bn2, conv2, shortcut; the head is bn1, linear
+    keys = {"layer1.0.bn2.running_var", "layer2.0.shortcut.0.weight", "bn1.weight", "linear.bias"}
+    assert keys <= set(state)
+    assert state["layer2.0.conv2.weight"].shape == (320, 320, 3, 3)
+    assert state["linear.weight"].shape == (classes, 2560)
+    assert MODELS[name] == WideResNetImageNet64Spec(depth=10, widen_factor=10, in_planes=16)
+
+
+def test_imagenet_wide_resnet_other_configurations():
+    # depth 16 (two blocks per stage), k 2, in_planes 4, one input channel: 32 → 16 → 8 → pool 7 → 1x1
+    spec = WideResNetImageNet64Spec(depth=16, widen_factor=2, in_planes=4)
+    model = build_model(spec, (1, 32, 32), 5).eval()
+    assert _num_params(model) == _wrn_imagenet64_params(16, 2, 4, 1, 5, pooled_hw=1)
+    assert len(model.layer2) == 2 and len(model.layer2[1].shortcut) == 0  # identity shortcut
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 32, 32)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"wide_resnet_imagenet64: input too small.*6x6.*7x7 average pool"):
+        build_model("wide_resnet_imagenet64", (3, 24, 24), 200)  # 24 → 12 → 6 < the 7x7 pooling
+    with pytest.raises(ValueError, match="depth must be 6n \\+ 4"):
+        build_model(WideResNetImageNet64Spec(depth=12), CROP56, 200)
+    with pytest.raises(ValueError, match="widen_factor must be a positive int"):
+        build_model(WideResNetImageNet64Spec(widen_factor=0), CROP56, 200)
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        build_model("wide_resnet_imagenet64_1000class", IMAGENET64, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "shape", "classes"),
+    [("wide_resnet_imagenet64", CROP56, 200), ("wide_resnet_imagenet64_1000class", IMAGENET64, 1000)],
+    ids=["tiny56", "imagenet64"],
+)
+def test_imagenet_wide_resnets_ibp_contains_the_clean_output(name, shape, classes):
+    torch.manual_seed(0)
+    model = build_model(name, shape, classes).double().eval()
+    x = torch.rand(2, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        y = model(x)
+    bounded = BoundedModule(model, x)
+    with torch.no_grad():
+        lb, ub = bounded.compute_bounds(x=(BoundedTensor(x, PerturbationLpNorm(1e-9)),), method="IBP")
+    assert lb.shape == ub.shape == y.shape == (2, classes)
+    assert bool((lb <= y).all()) and bool((y <= ub).all())
+    assert 0 < float((ub - lb).min()) and float((ub - lb).max()) < 1.0  # propagated, and not vacuous

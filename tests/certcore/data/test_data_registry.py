@@ -29,7 +29,15 @@ from certcore.data.formats import write_fake_mnist
 
 
 def test_list_and_aliases():
-    assert list_datasets() == ("cifar10", "digits", "digits16", "digits28", "mnist", "tinyimagenet")
+    assert list_datasets() == (
+        "cifar10",
+        "digits",
+        "digits16",
+        "digits28",
+        "imagenet64",
+        "mnist",
+        "tinyimagenet",
+    )
     assert canonical_name("CIFAR-10") == canonical_name("CIFAR") == "cifar10"
     assert canonical_name("Tiny-ImageNet") == canonical_name("tiny_imagenet") == "tinyimagenet"
     assert canonical_name("MNIST") == "mnist"

@@ -267,6 +267,9 @@ class BoundedModule(nn.Module):
             lin = self._forward_all(final)
             if mode == "forward":
                 return self._forward_final(final, lin, C, bound_lower, bound_upper)
+        elif mode == "alpha-crown":
+            with torch.no_grad():  # α-CROWN detaches them anyway: no autograd graph of every CROWN pass
+                self._crown_intermediates(final)
         else:
             self._crown_intermediates(final)
         return self._backward_final(final, C, bound_lower, bound_upper, optimize=mode == "alpha-crown")

@@ -9,26 +9,31 @@ original names in ``ALIASES`` or a spec.
 
 Sources (Verified-Intelligence/auto_LiRPA, ``examples/vision/models/``):
 
-============================  =========================================================
-name here                     original
-============================  =========================================================
-mlp_2layer / 3layer / 5layer  feedforward.py ``mlp_2layer``, ``mlp_3layer``, ``mlp_5layer``
-cnn_4layer                    feedforward.py ``cnn_4layer``
-cnn_6layer / 7layer / 7l_bn   feedforward.py ``cnn_6layer``, ``cnn_7layer``, ``cnn_7layer_bn``
-resnet                        resnet.py ``model_resnet`` (Wong et al. 2018; ``Models['resnet']``)
-wide_resnet                   wide_resnet_cifar.py ``wide_resnet_cifar_bn_wo_pooling``
-wide_resnet_cifar_bn          wide_resnet_cifar.py ``wide_resnet_cifar_bn``
-densenet                      densenet.py ``Densenet_cifar_32``
-resnext                       resnext.py ``ResNeXt_cifar``
-============================  =========================================================
+==================================  ====================================================================
+name here                           original
+==================================  ====================================================================
+mlp_2layer / 3layer / 5layer        feedforward.py ``mlp_2layer``, ``mlp_3layer``, ``mlp_5layer``
+cnn_4layer                          feedforward.py ``cnn_4layer``
+cnn_6layer / 7layer / 7l_bn         feedforward.py ``cnn_6layer``, ``cnn_7layer``, ``cnn_7layer_bn``
+resnet                              resnet.py ``model_resnet`` (Wong et al. 2018; ``Models['resnet']``)
+wide_resnet                         wide_resnet_cifar.py ``wide_resnet_cifar_bn_wo_pooling``
+wide_resnet_cifar_bn                wide_resnet_cifar.py ``wide_resnet_cifar_bn``
+wide_resnet_imagenet64              wide_resnet_imagenet64.py ``wide_resnet_imagenet64`` (Tiny-ImageNet)
+wide_resnet_imagenet64_1000class    wide_resnet_imagenet64.py ``wide_resnet_imagenet64_1000class``
+densenet                            densenet.py ``Densenet_cifar_32``
+resnext                             resnext.py ``ResNeXt_cifar``
+==================================  ====================================================================
 
 For the input shapes the originals were written for, the layers, their order, their parameter
 counts, their construction order (hence the weights drawn after ``torch.manual_seed``) and the
 ``state_dict`` keys of the feedforward, ResNeXt, DenseNet and WideResNet families are the
-original's. Differences: the originals hard-code 10 classes and, for the CIFAR-only families,
-3 input channels and 32×32 inputs; here both come from the arguments and the flattened sizes are
-computed from the input shape. ``resnet`` keeps the original's special case of 28×28 inputs
-(padding 3 in the first conv, so the feature maps are 32×32 as for CIFAR) and its conv
+original's. Differences: the originals hard-code the classes (10; 200 and 1000 for the two
+ImageNet WideResNets) and, for the CIFAR- and ImageNet-only families, 3 input channels and the
+input size (32×32; ``in_dim`` for the ImageNet WideResNets); here both come from the arguments and
+the flattened sizes are computed from the input shape. So ``wide_resnet_imagenet64`` and
+``wide_resnet_imagenet64_1000class``, which differ only in their hard-coded class count, are the
+same spec here under the original's two names. ``resnet`` keeps the original's special case of
+28×28 inputs (padding 3 in the first conv, so the feature maps are 32×32 as for CIFAR) and its conv
 initialisation (normal with std sqrt(2 / (k·k·out)), zero bias); its residual blocks are written
 as modules (``ResNetBlock``) rather than the original's ``Dense``/``DenseSequential``. The
 dropout variants of ``wide_resnet_cifar`` are not in the zoo.
@@ -53,6 +58,7 @@ __all__ = [
     "ModelSpec",
     "ResNetSpec",
     "ResNeXtSpec",
+    "WideResNetImageNet64Spec",
     "WideResNetSpec",
     "build_model",
     "check_input_shape",
@@ -356,6 +362,114 @@ class WideResNetSpec(ModelSpec):
         return WideResNet(self, c, 128 * self.widen_factor * hw[0] * hw[1], classes)
 
 
+# ------------------------------------------------------------------- wide_resnet_imagenet64.py
+
+
+class WideBasicImageNet64(nn.Module):
+    """wide_resnet_imagenet64.py ``wide_basic``: conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut(x).
+
+    Not :class:`WideBasic` (the CIFAR block): BatchNorm is always on and there is a second one,
+    ``bn2``, between conv1 and the second ReLU. Both convs are 3×3 with padding 1 and bias; conv2
+    carries the stride; the shortcut is a 1×1 conv with bias and the same stride when the stride or
+    the width changes, else the identity. The original's dropout is commented out (not applied).
+    Construction order (bn1, conv1, bn2, conv2, shortcut) and names are the original's.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1)
+        self.shortcut = nn.Sequential()  # empty: the identity, and no node in the traced graph
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride))
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv1(self.relu1(self.bn1(x)))
+        out = self.conv2(self.relu2(self.bn2(out)))
+        return out + self.shortcut(x)
+
+
+class WideResNetImageNet64(nn.Module):
+    def __init__(self, spec: WideResNetImageNet64Spec, in_ch: int, flat: int, num_classes: int) -> None:
+        super().__init__()
+        n = (spec.depth - 4) // 6
+        stages = spec.stage_widths
+        self.conv1 = nn.Conv2d(in_ch, stages[0], kernel_size=3, stride=1, padding=1)
+        in_planes = stages[0]
+        for i, stride in enumerate((1, 2, 2)):
+            blocks = []
+            for s in [stride] + [1] * (n - 1):
+                blocks.append(WideBasicImageNet64(in_planes, stages[i + 1], s))
+                in_planes = stages[i + 1]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+        self.bn1 = nn.BatchNorm2d(stages[3])
+        self.relu = nn.ReLU()
+        self.pool = nn.AvgPool2d(7)
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(flat, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.layer3(self.layer2(self.layer1(self.conv1(x))))
+        out = self.flatten(self.pool(self.relu(self.bn1(out))))
+        return self.linear(out)
+
+
+@dataclass(frozen=True)
+class WideResNetImageNet64Spec(ModelSpec):
+    """wide_resnet_imagenet64.py ``Wide_ResNet(depth=10, widen_factor=10, dropout_rate=0.3,
+    num_classes, in_planes=16, in_dim=56)``, built by ``wide_resnet_imagenet64`` (200 classes,
+    Tiny-ImageNet) and ``wide_resnet_imagenet64_1000class`` (1000 classes, downscaled ImageNet);
+    ``tinyimagenet_training.py`` and ``imagenet_training.py`` pass ``--in_planes 16 --widen_factor
+    10`` (their defaults) and leave ``in_dim`` at 56, the side of their random / centre crops.
+
+    * conv1: 3×3, stride 1, padding 1, bias, input channels → ``in_planes`` (16);
+    * three stages of ``(depth − 4) / 6`` blocks (1 for depth 10) of :class:`WideBasicImageNet64`
+      (pre-activation BN-ReLU-conv-BN-ReLU-conv, BatchNorm2d before each conv), widths
+      ``in_planes·(k, 2k, 4k)`` = (160, 320, 640) for k = ``widen_factor`` = 10, the first block of
+      each stage with stride 1, 2, 2;
+    * BatchNorm2d(640), ReLU, AvgPool2d(7) (kernel 7, stride 7, no padding: the 14×14 map of a
+      56×56 input and the 16×16 map of a 64×64 one both become 2×2);
+    * Flatten, one Linear(640·2·2 = 2560 → classes). No hidden linear layer (unlike the CIFAR
+      WideResNets of :class:`WideResNetSpec`).
+
+    The original sizes the Linear as ``640·(in_dim // 4 // 7)²`` and hard-codes 3 input channels;
+    here the flattened size comes from the feature map of the given input (the same number whenever
+    the side is a multiple of 4, as 56 and 64 are; for other sides the original's formula can
+    disagree with its own feature map, and the original then fails at the Linear). The original's
+    ``conv_init`` (Xavier-uniform) is defined but never applied, so the weights have PyTorch's default
+    initialisation, drawn in the original's construction order. Dropout (rate 0.3 passed) is
+    commented out in the original's block, so there is none. BatchNorm momentum is the default 0.1
+    everywhere.
+    """
+
+    depth: int = 10
+    widen_factor: int = 10
+    in_planes: int = 16
+
+    @property
+    def stage_widths(self) -> tuple[int, int, int, int]:
+        p, k = self.in_planes, self.widen_factor
+        return (p, p * k, 2 * p * k, 4 * p * k)
+
+    def build(self, input_shape: InputShape, num_classes: int = 10) -> nn.Module:
+        name = "wide_resnet_imagenet64"
+        if self.depth < 10 or (self.depth - 4) % 6:
+            raise ValueError(f"{name}: depth must be 6n + 4 with n >= 1; got {self.depth}")
+        for field in ("widen_factor", "in_planes"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: {field} must be a positive int; got {value!r}")
+        c, h, w = check_input_shape(input_shape, name)
+        classes = _check_num_classes(num_classes, name)
+        hw = _spatial((h, w), 3, 2, 1, name, "layer2")
+        hw = _spatial(hw, 3, 2, 1, name, "layer3")
+        hw = _spatial(hw, 7, 7, 0, name, "the 7x7 average pooling")
+        return WideResNetImageNet64(self, c, self.stage_widths[3] * hw[0] * hw[1], classes)
+
+
 # ------------------------------------------------------------------------------- densenet.py
 
 
@@ -525,6 +639,10 @@ MODELS: dict[str, ModelSpec] = {
     "resnet": ResNetSpec(),
     "wide_resnet": WideResNetSpec(depth=10, widen_factor=4, batch_norm=True, pooling=False),
     "wide_resnet_cifar_bn": WideResNetSpec(depth=10, widen_factor=4, batch_norm=True, pooling=True),
+    # The original's two constructors differ only in the hard-coded classes (200 / 1000); here the
+    # classes come from build(num_classes), so both names hold the same spec.
+    "wide_resnet_imagenet64": WideResNetImageNet64Spec(depth=10, widen_factor=10, in_planes=16),
+    "wide_resnet_imagenet64_1000class": WideResNetImageNet64Spec(depth=10, widen_factor=10, in_planes=16),
     "densenet": DenseNetSpec(),
     "resnext": ResNeXtSpec(),
 }

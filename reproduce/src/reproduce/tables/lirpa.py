@@ -37,9 +37,13 @@ For context only (not the paper's number): issue #28 reports a re-run of the Res
   100 epochs, batch 256, Adam 5e-4, SmoothedScheduler ``start=3,length=60`` (mid 0.25), StepLR(10, 0.5)
   once ε is at its maximum (= milestones 71, 81, 91 ×0.5 here), no gradient clipping.
 
-The Tiny-ImageNet / ImageNet WideResNets are not in ``lirpa.zoo`` yet and ImageNet 64×64 is not in
-``certcore.data``: those ``full`` profiles fail with a clear error until they are added (their smoke
-profiles run a zoo CNN on generated images of the dataset's shape).
+The Tiny-ImageNet / ImageNet WideResNets are ``lirpa.zoo``'s ``wide_resnet_imagenet64`` and
+``wide_resnet_imagenet64_1000class`` (one spec: depth 10, widen factor 10, in_planes 16, BatchNorm,
+7×7 average pooling, one linear layer; 200 or 1000 classes from the dataset), and downscaled ImageNet
+64×64 is ``certcore.data``'s ``imagenet64`` (the release's ``train_data_batch_1..10`` / ``val_data``
+npz or pickle files under ``<data-dir>/imagenet64/``, placed there by hand: image-net.org needs a
+login; the ``lirpa`` recipe crops it to 56×56 as ``imagenet_training.py`` does). Their smoke profiles
+run a small zoo model on generated images (the ImageNet 64×64 one on CIFAR-10-shaped images).
 
 Profiles: ``smoke`` (CI, < 1 min) trains a small zoo model for 3 epochs on generated images with the
 row's method; ``quick`` (MNIST) trains ``cnn_4layer`` with CROWN-IBP on real MNIST on a CPU.
@@ -160,14 +164,15 @@ TINYIMAGENET1_WRN = TableSpec(
     source=Source(
         **PAPER, table="certified training with loss fusion (Tiny-ImageNet, ε = 1/255)", row="WideResNet"
     ),
-    dataset="tinyimagenet", eps_test=1 / 255, eps_train=1 / 255, model=None,
+    dataset="tinyimagenet", eps_test=1 / 255, eps_train=1 / 255, model=MODELS.get("wide_resnet_imagenet64"),
     paper={"clean_err": 72.18, "verified_err": 84.14},  # quoted by Shi et al. 2021, Table 2 caption
     profiles={
         "smoke": _smoke(TINY_FULL),
         "quick": _no_quick(TINY_FULL, "Tiny-ImageNet is not in shared/data"),
         "full": _full(TINY_FULL, "4× GTX 1080 Ti (doc/paper.md)", "not stated",
                       "tinyimagenet_training.py --batch_size 100 --lr_decay_milestones 600 700 "
-                      "--model wide_resnet_imagenet64 (in_planes 16, widen_factor 10; not in lirpa.zoo yet)",
+                      "--model wide_resnet_imagenet64 (in_planes 16, widen_factor 10: lirpa.zoo "
+                      "wide_resnet_imagenet64)",
                       quoted=True),
     },
     experiment=EXPERIMENT,
@@ -178,13 +183,15 @@ IMAGENET64_1_WRN = TableSpec(
     id="lirpa-imagenet641-wrn", package="lirpa",
     source=Source(**PAPER, table="certified training with loss fusion (downscaled ImageNet 64×64, ε = 1/255)",
                   row="WideResNet"),
-    dataset="imagenet64", eps_test=1 / 255, eps_train=1 / 255, model=None, paper={},
+    dataset="imagenet64", eps_test=1 / 255, eps_train=1 / 255,
+    model=MODELS.get("wide_resnet_imagenet64_1000class"), paper={},
     profiles={
         "smoke": _smoke(IMAGENET64_FULL),
-        "quick": _no_quick(IMAGENET64_FULL, "downscaled ImageNet is not in shared/data or certcore.data"),
+        "quick": _no_quick(IMAGENET64_FULL, "downscaled ImageNet is not in shared/data"),
         "full": _full(IMAGENET64_FULL, "not stated", "not stated",
-                      "imagenet_training.py defaults (wide_resnet_imagenet64_1000class; the model is not in "
-                      "lirpa.zoo and the dataset not in certcore.data yet)"),
+                      "imagenet_training.py defaults (lirpa.zoo wide_resnet_imagenet64_1000class on "
+                      "certcore.data imagenet64, 56×56 crops; the release files go under "
+                      "<data-dir>/imagenet64/ by hand)"),
     },
     experiment=EXPERIMENT,
     description="WideResNet on 64×64 ImageNet (1000 classes), CROWN-IBP + loss fusion, verified error "

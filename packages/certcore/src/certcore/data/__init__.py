@@ -1,4 +1,4 @@
-"""Datasets for every certkit paper: MNIST, CIFAR-10, Tiny-ImageNet and scikit-learn's digits.
+"""Datasets for every certkit paper: MNIST, CIFAR-10, Tiny-ImageNet, ImageNet 64x64 and scikit-learn's digits.
 
     from certcore.data import load_dataset, load_tensors, dataset_info
 
@@ -8,9 +8,11 @@
     x, y = load_tensors("mnist", "train", data_dir="../shared/data")         # uint8 (N, 1, 28, 28), int64
     batch = info.batch_transform(augment=True)(x[idx].cuda())                 # crop/flip/normalize on the GPU
 
-Datasets: ``mnist``, ``cifar10``, ``tinyimagenet`` (test = the labelled val split), ``digits`` (8x8),
-``digits16``, ``digits28`` (bilinear upsampling). Recipes: ``none``, ``linfdist``, ``fastibp``, ``lirpa``,
-``gloro``, ``lipnorm`` (see :mod:`certcore.data.recipes` for every number and its source).
+Datasets: ``mnist``, ``cifar10``, ``tinyimagenet`` (test = the labelled val split), ``imagenet64``
+(downsampled ImageNet, the release's npz or pickle batches; test = ``val_data``; never downloaded),
+``digits`` (8x8), ``digits16``, ``digits28`` (bilinear upsampling). Recipes: ``none``, ``linfdist``,
+``fastibp``, ``lirpa``, ``gloro``, ``lipnorm`` (see :mod:`certcore.data.recipes` for every number and its
+source).
 Data root: ``data_dir`` / ``--data-dir``, else ``$CERTCORE_DATA``, else ``~/.cache/certcore`` (torchvision's
 layout). Nothing is downloaded unless ``download=True`` / ``--download``; missing files raise
 :class:`DatasetNotFoundError` (a ``FileNotFoundError``) naming the expected files.

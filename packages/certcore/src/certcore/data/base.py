@@ -30,7 +30,8 @@ def resolve_data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data root: ``data_dir`` (``--data-dir``), else ``$CERTCORE_DATA``, else ``~/.cache/certcore``.
 
     The root is torchvision's ``root``: MNIST lives in ``<root>/MNIST/raw/``, CIFAR-10 in
-    ``<root>/cifar-10-batches-py/``, Tiny-ImageNet in ``<root>/tiny-imagenet-200/``. The root is not
+    ``<root>/cifar-10-batches-py/``, Tiny-ImageNet in ``<root>/tiny-imagenet-200/``, downsampled ImageNet
+    64×64 (no torchvision layout) in ``<root>/imagenet64/``. The root is not
     created here; a missing explicit root is reported by the loaders as :class:`DatasetNotFoundError`.
     """
     if data_dir is not None and str(data_dir) != "":

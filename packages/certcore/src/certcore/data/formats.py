@@ -1,4 +1,5 @@
-"""Readers and writers for the on-disk formats: IDX (MNIST), CIFAR-10 pickle batches, Tiny-ImageNet folders.
+"""Readers and writers for the on-disk formats: IDX (MNIST), CIFAR-10 pickle batches, Tiny-ImageNet folders,
+downsampled-ImageNet batches (npz or pickle).
 
 The readers are the only implementation of each format in certcore; the dataset modules call them. The
 writers produce small datasets in the *real* layouts (used by the tests and by anyone who needs a tiny
@@ -11,6 +12,7 @@ import gzip
 import os
 import pickle
 import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,6 +142,97 @@ def write_cifar_meta(folder: str | os.PathLike[str], label_names: Sequence[str])
     return path
 
 
+# --- Downsampled ImageNet (Chrabaszcz et al. 2017, https://patrykchrabaszcz.github.io/Imagenet32/) --------
+#
+# The release (image-net.org "Download downsampled images") ships, per size, ten training files
+# ``train_data_batch_1`` … ``train_data_batch_10`` and one ``val_data``, each a dict with ``data``: uint8
+# (N, 3·S·S), one image a row, channel-major (all S·S red values row by row, then green, then blue), and
+# ``labels``: the 1-based class ids 1..1000 (the order of the authors' ``map_clsloc.txt``); the training
+# pickles also hold ``mean``, the mean training row. The pickled release comes from the authors'
+# Imagenet32_Scripts (``image2numpy_imagenet_{train,val}.py``: ``pickle.dump`` of that dict); the npz release
+# (``Imagenet64_train_part1_npz.zip``, ``…_part2_npz.zip``, ``Imagenet64_val_npz.zip``, read by
+# tensorflow_datasets' ``imagenet_resized`` with ``np.load(allow_pickle=False)``) holds the same arrays.
+
+IMAGENET64_SIZE = 64
+IMAGENET64_TRAIN_BATCHES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
+IMAGENET64_TEST_BATCHES = ("val_data",)
+
+
+def read_imagenet64_batch(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Read one downsampled-ImageNet 64×64 batch → ``(images (N, 3, 64, 64) uint8, labels (N,) int64)``.
+
+    The labels are returned as stored, 1-based. An ``.npz`` file (told by its zip signature, whatever its
+    name) is read with ``np.load(allow_pickle=False)``; anything else is unpickled — load only pickles you
+    trust.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with np.load(path, allow_pickle=False) as npz:
+                entry = {key: npz[key] for key in npz.files if key in ("data", "labels")}
+        else:
+            with open(path, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, zipfile.BadZipFile) as err:
+        raise DatasetFormatError(
+            f"{path}: cannot read a downsampled-ImageNet batch (npz or pickle): {err}"
+        ) from err
+    what = sorted(map(str, entry)) if isinstance(entry, dict) else f"a {type(entry).__name__}"
+    entry = _str_keys(entry) if isinstance(entry, dict) else {}
+    if "data" not in entry or "labels" not in entry:
+        raise DatasetFormatError(
+            f"{path}: a downsampled-ImageNet batch is a dict with 'data' and 'labels'; got {what}"
+        )
+    side = IMAGENET64_SIZE
+    data, labels = np.asarray(entry["data"]), np.asarray(entry["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * side * side:
+        raise DatasetFormatError(
+            f"{path}: 'data' must be uint8 of shape (N, {3 * side * side}) (3x{side}x{side} images), "
+            f"got {data.dtype} {tuple(data.shape)}"
+        )
+    integers = labels.dtype.kind in "iu" or labels.size == 0
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or not integers:
+        raise DatasetFormatError(
+            f"{path}: 'labels' must be {data.shape[0]} integer class ids (one per image), "
+            f"got {labels.dtype} {tuple(labels.shape)}"
+        )
+    return data.reshape(-1, 3, side, side), labels.astype(np.int64)
+
+
+def write_imagenet64_batch(
+    path: str | os.PathLike[str],
+    images: np.ndarray,
+    labels: Sequence[int],
+    *,
+    kind: str = "npz",
+    mean: np.ndarray | None = None,
+) -> Path:
+    """Write ``images`` (N, 3, 64, 64) uint8 and 1-based ``labels`` as one release batch file.
+
+    ``kind="npz"``: ``np.savez`` to ``path`` (the npz release names its files ``<stem>.npz``);
+    ``"pickle"``: a pickled dict, as the authors' scripts write. ``mean`` (the training batches' mean row) is
+    stored when given.
+    """
+    side = IMAGENET64_SIZE
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[1:] != (3, side, side):
+        raise ValueError(f"images must be uint8 (N, 3, {side}, {side}), got {images.dtype} {images.shape}")
+    if kind not in ("npz", "pickle"):
+        raise ValueError(f"kind must be 'npz' or 'pickle', got {kind!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entry = {"data": images.reshape(len(images), 3 * side * side), "labels": [int(v) for v in labels]}
+    if mean is not None:
+        entry["mean"] = np.asarray(mean)
+    if kind == "npz":
+        with open(path, "wb") as f:  # a file object: np.savez would append .npz to a bare name
+            np.savez(f, **{k: np.asarray(v) for k, v in entry.items()})
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(entry, f, protocol=4)
+    return path
+
+
 # --- image files (Tiny-ImageNet) -------------------------------------------------------------------------
 
 
@@ -266,14 +359,51 @@ def write_fake_tinyimagenet(
     return {"train": (np.stack(train_x), np.array(train_y)), "test": (np.stack(val_x), np.array(val_y))}
 
 
+def write_fake_imagenet64(
+    root: str | os.PathLike[str],
+    n_train: int = 20,
+    n_test: int = 4,
+    *,
+    n_train_batches: int = 10,
+    kind: str = "npz",
+    seed: int = 0,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write a small downsampled ImageNet 64×64 in its release format under ``<root>/imagenet64/``.
+
+    ``train_data_batch_1`` … ``train_data_batch_<n_train_batches>`` (the train images split over them) and
+    ``val_data``; ``kind="npz"`` names them ``<stem>.npz``, ``"pickle"`` leaves the bare names. Labels are
+    stored 1-based (1..1000); the training batches carry the ``mean`` row. Returns the pixels and the
+    *0-based* labels, which is what the loader gives.
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "imagenet64"
+    suffix = ".npz" if kind == "npz" else ""
+    out = {}
+    splits = (
+        ("train", IMAGENET64_TRAIN_BATCHES[:n_train_batches], n_train),
+        ("test", IMAGENET64_TEST_BATCHES, n_test),
+    )
+    for split, names, n in splits:
+        images = _fake_images(rng, n, (3, IMAGENET64_SIZE, IMAGENET64_SIZE))
+        labels = rng.integers(0, 1000, size=n).astype(np.int64)
+        labels[:2] = np.array([0, 999])[: len(labels[:2])]  # the extreme classes: checks the 1-based shift
+        mean = images.reshape(n, -1).mean(axis=0) if split == "train" else None
+        for name, idx in zip(names, np.array_split(np.arange(n), len(names))):
+            path = folder / f"{name}{suffix}"
+            write_imagenet64_batch(path, images[idx], labels[idx] + 1, kind=kind, mean=mean)
+        out[split] = (images, labels)
+    return out
+
+
 def write_fake_dataset(
     name: str, root: str | os.PathLike[str], **kwargs
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Dispatch to ``write_fake_{mnist,cifar10,tinyimagenet}``."""
+    """Dispatch to ``write_fake_{mnist,cifar10,tinyimagenet,imagenet64}``."""
     writers = {
         "mnist": write_fake_mnist,
         "cifar10": write_fake_cifar10,
         "tinyimagenet": write_fake_tinyimagenet,
+        "imagenet64": write_fake_imagenet64,
     }
     if name not in writers:
         raise ValueError(f"no fake-data writer for {name!r}; expected one of {', '.join(writers)}")

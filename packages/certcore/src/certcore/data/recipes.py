@@ -7,8 +7,8 @@ dataset, a :class:`Normalization` (applied after scaling pixels to [0, 1]) and t
 * linfdist: zbh2047/L_inf-dist-net-v2 ``dataset.py`` (linfdist.md §1d "Input normalisation", "Augmentation").
   One scalar std per dataset so an ℓ∞ ball stays an ℓ∞ ball after normalization.
 * fastibp: shizhouxing/Fast-Certified-Robust-Training ``datasets.py`` (fastibp.md §1.7). Per-channel std.
-* lirpa: Verified-Intelligence/auto_LiRPA ``examples/vision/{cifar,tinyimagenet}_training.py`` (CROWN-IBP
-  examples, lirpa.md §6). Per-channel std; Tiny-ImageNet is cropped to 56×56.
+* lirpa: Verified-Intelligence/auto_LiRPA ``examples/vision/{cifar,tinyimagenet,imagenet}_training.py``
+  (CROWN-IBP examples, lirpa.md §6). Per-channel std; Tiny-ImageNet and ImageNet 64×64 are cropped to 56×56.
 * gloro: hukkai/gloro_res "Scaling in Depth" (hu23) ``train.py`` (gloro.md "Aug:"): inputs stay in [0, 1]
   (the model subtracts 0.5 itself), zero-padded random crop + flip. MNIST: no augmentation (gloro
   ``tools/README.md``, gloro.md "augmentation none").
@@ -147,6 +147,8 @@ _CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # every paper's CIFAR-10 per-channel mea
 _CIFAR_STD = (0.2023, 0.1994, 0.2010)  # fastibp datasets.py `cifar10_std`, auto_LiRPA cifar_training.py
 _TINY_MEAN = (0.4802, 0.4481, 0.3975)  # fastibp datasets.py, auto_LiRPA tinyimagenet_training.py, linfdist
 _TINY_STD = (0.2302, 0.2265, 0.2262)  # fastibp datasets.py, auto_LiRPA tinyimagenet_training.py
+_IMAGENET64_MEAN = (0.4815, 0.4578, 0.4082)  # auto_LiRPA imagenet_training.py
+_IMAGENET64_STD = (0.2153, 0.2111, 0.2121)  # auto_LiRPA imagenet_training.py
 
 RECIPES: dict[str, Recipe] = {
     "none": Recipe(
@@ -221,6 +223,14 @@ RECIPES: dict[str, Recipe] = {
                 Normalization(_TINY_MEAN, _TINY_STD),
                 Augmentation(random_crop=True, padding=0, hflip=True, crop_size=56),
                 "auto_LiRPA examples/vision/tinyimagenet_training.py",
+            ),
+            # imagenet_training.py: Normalize(mean=[0.4815, 0.4578, 0.4082], std=[0.2153, 0.2111, 0.2121]);
+            # train RandomHorizontalFlip + RandomCrop(56, padding_mode='edge') (no padding), test
+            # CenterCrop(56): inputs are 3x56x56, as for Tiny-ImageNet.
+            "imagenet64": RecipeEntry(
+                Normalization(_IMAGENET64_MEAN, _IMAGENET64_STD),
+                Augmentation(random_crop=True, padding=0, hflip=True, crop_size=56),
+                "auto_LiRPA examples/vision/imagenet_training.py",
             ),
         },
         "auto_LiRPA CROWN-IBP examples: per-channel mean and std",

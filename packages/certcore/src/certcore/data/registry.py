@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import torch
 
-from certcore.data import cifar, digits, mnist, tinyimagenet
+from certcore.data import cifar, digits, imagenet64, mnist, tinyimagenet
 from certcore.data.base import (
     ENV_VAR,
     DatasetFormatError,
@@ -28,9 +28,17 @@ from certcore.data.recipes import NO_AUGMENTATION, Augmentation, Normalization, 
 from certcore.data.transforms import BatchTransform, stats_tensors
 
 _SPECS: dict[str, DatasetSpec] = {
-    spec.name: spec for spec in (mnist.SPEC, cifar.SPEC, tinyimagenet.SPEC, *digits.SPECS.values())
+    spec.name: spec
+    for spec in (mnist.SPEC, cifar.SPEC, tinyimagenet.SPEC, imagenet64.SPEC, *digits.SPECS.values())
 }
-_ALIASES = {"cifar": "cifar10", "tiny": "tinyimagenet", "tinyimagenet200": "tinyimagenet"}
+_ALIASES = {
+    "cifar": "cifar10",
+    "tiny": "tinyimagenet",
+    "tinyimagenet200": "tinyimagenet",
+    "imagenet64x64": "imagenet64",
+    "downsampledimagenet64": "imagenet64",
+    "downsampledimagenet64x64": "imagenet64",
+}
 
 PathLike = str | os.PathLike[str]
 T = TypeVar("T")
@@ -42,7 +50,8 @@ def list_datasets() -> tuple[str, ...]:
 
 
 def canonical_name(name: str) -> str:
-    """``"CIFAR-10"``, ``"CIFAR"`` → ``"cifar10"``; ``"Tiny-ImageNet"`` → ``"tinyimagenet"``."""
+    """``"CIFAR-10"``, ``"CIFAR"`` → ``"cifar10"``; ``"Tiny-ImageNet"`` → ``"tinyimagenet"``;
+    ``"ImageNet-64"``, ``"downsampled-imagenet64"`` → ``"imagenet64"``."""
     key = str(name).lower().replace("-", "").replace("_", "").replace(" ", "")
     key = _ALIASES.get(key, key)
     if key not in _SPECS:
