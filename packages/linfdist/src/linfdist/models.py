@@ -72,9 +72,30 @@ ModelConfig = MLPConfig | HybridConfig
 
 
 class _DistNet(nn.Module):
-    """Input checks and the input box shared by both models."""
+    """Input checks, the input box and the stack of ℓ∞-dist layers shared by both models."""
 
     input_shape: tuple[int, ...]
+
+    def _dist_layers(
+        self, config: MLPConfig | HybridConfig, input_shape: tuple[int, ...], num_classes: int, hidden: int
+    ) -> list[NormDist]:
+        """Set the shared fields; return ``NormDist(pixels → width)`` then ``hidden`` × ``NormDist(width →
+        width)`` (all mean-shifted, no bias), in the order the originals construct them."""
+        self.config = config
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.num_classes = num_classes
+        kw = {"identity_val": config.identity_val, "std": config.std}
+        layers = [NormDist(math.prod(self.input_shape), config.width, bias=False, mean_shift=True, **kw)]
+        width = config.width
+        layers += [NormDist(width, width, bias=False, mean_shift=True, **kw) for _ in range(hidden)]
+        return layers
+
+    def _propagate(self, x: Tensor | None, box: Interval | None):
+        """``self.layers`` on the point ``x`` and/or the box (each may be None)."""
+        lower, upper = (None, None) if box is None else (box.lower, box.upper)
+        for layer in self.layers:
+            x, lower, upper = layer.propagate(x, lower, upper)
+        return x, lower, upper
 
     def _flat(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.input_shape:
@@ -106,28 +127,14 @@ class _DistNet(nn.Module):
 class MLPModel(_DistNet):
     def __init__(self, config: MLPConfig, input_shape: tuple[int, ...], num_classes: int = 10):
         super().__init__()
-        self.config = config
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.num_classes = num_classes
-        pixels = math.prod(self.input_shape)
+        layers = self._dist_layers(config, input_shape, num_classes, config.depth - 2)
         kw = {"identity_val": config.identity_val, "std": config.std}
-        layers = [NormDist(pixels, config.width, bias=False, mean_shift=True, **kw)]
-        layers += [
-            NormDist(config.width, config.width, bias=False, mean_shift=True, **kw)
-            for _ in range(config.depth - 2)
-        ]
         layers.append(NormDist(config.width, num_classes, bias=True, mean_shift=False, **kw))
         self.layers = nn.Sequential(*layers)
         if config.scalar:
             self.scalar = nn.Parameter(torch.ones(1))
         else:
             self.register_buffer("scalar", torch.ones(1))
-
-    def _propagate(self, x: Tensor | None, box: Interval | None):
-        lower, upper = (None, None) if box is None else (box.lower, box.upper)
-        for layer in self.layers:
-            x, lower, upper = layer.propagate(x, lower, upper)
-        return x, lower, upper
 
     def distance_logits(self, x: Tensor) -> Tensor:
         """The unscaled logits ``−y`` (the quantity the 2ε margin rule is stated on)."""
@@ -168,25 +175,9 @@ class MLPModel(_DistNet):
 class HybridModel(_DistNet):
     def __init__(self, config: HybridConfig, input_shape: tuple[int, ...], num_classes: int = 10):
         super().__init__()
-        self.config = config
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.num_classes = num_classes
-        pixels = math.prod(self.input_shape)
-        kw = {"identity_val": config.identity_val, "std": config.std}
-        layers = [NormDist(pixels, config.width, bias=False, mean_shift=True, **kw)]
-        layers += [
-            NormDist(config.width, config.width, bias=False, mean_shift=True, **kw)
-            for _ in range(config.depth - 3)
-        ]
-        self.layers = nn.Sequential(*layers)
+        self.layers = nn.Sequential(*self._dist_layers(config, input_shape, num_classes, config.depth - 3))
         self.hidden = ScaledLinear(config.width, config.hidden)
         self.final = ScaledLinear(config.hidden, num_classes)
-
-    def _features(self, x: Tensor | None, box: Interval | None):
-        lower, upper = (None, None) if box is None else (box.lower, box.upper)
-        for layer in self.layers:
-            x, lower, upper = layer.propagate(x, lower, upper)
-        return x, lower, upper
 
     def forward(
         self,
@@ -197,11 +188,11 @@ class HybridModel(_DistNet):
         data_max: Tensor | float | None = None,
     ):
         if targets is None:
-            h = self._features(self._flat(x), None)[0]
+            h = self._propagate(self._flat(x), None)[0]
             return self.final(torch.tanh(self.hidden(h)))
         self._check_eps(eps)
         box = self._input_box(x, eps, data_min, data_max)
-        h, lower, upper = self._features(self._flat(x), box)
+        h, lower, upper = self._propagate(self._flat(x), box)
         feat_box = (
             Interval(h - eps, h + eps, check=False) if lower is None else Interval(lower, upper, check=False)
         )
@@ -210,7 +201,7 @@ class HybridModel(_DistNet):
         return self.final(h), self.final.margin_upper(feat_box, targets)
 
     def interval_forward(self, box: Interval) -> Interval:
-        _, lower, upper = self._features(
+        _, lower, upper = self._propagate(
             None, Interval(self._flat(box.lower), self._flat(box.upper), check=False)
         )
         return self.final.interval_forward(
