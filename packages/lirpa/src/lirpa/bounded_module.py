@@ -474,6 +474,10 @@ class BoundedModule(nn.Module):
             if n.is_root or (n.name not in lA and n.name not in uA):
                 continue
             a_l, a_u = lA.pop(n.name, None), uA.pop(n.name, None)
+            # a linear op maps the lower and upper coefficients alike: the same tensor is mapped once
+            shared = a_l is not None and a_l is a_u and not n.op.nonlinear
+            if shared:
+                a_u = None
             boxes = [self._bounds.get(i) for i in n.inputs] if n.op.nonlinear else []
             res = None
             if isinstance(a_l, Patches) or isinstance(a_u, Patches):
@@ -481,6 +485,8 @@ class BoundedModule(nn.Module):
                 if res is None:  # an op that needs the dense matrix
                     a_l, a_u = to_dense(a_l), to_dense(a_u)
             outs, lb, ub = res if res is not None else n.op.backward(a_l, a_u, boxes)
+            if shared:
+                outs, ub = [(al, al) for al, _ in outs], lb
             lbias, ubias = lbias + lb, ubias + ub
             for name, (al, au) in zip(n.inputs, outs, strict=True):
                 if al is not None:

@@ -294,12 +294,20 @@ class ResNetSpec(ModelSpec):
 
 
 class WideBasic(nn.Module):
-    """wide_resnet_cifar.py ``wide_basic`` (no dropout): conv2(relu(conv1(relu([bn1](x))))) + shortcut."""
+    """wide_resnet_cifar.py ``wide_basic`` (no dropout): conv2(relu([bn2](conv1(relu([bn1](x)))))) + shortcut.
 
-    def __init__(self, in_planes: int, planes: int, stride: int, batch_norm: bool) -> None:
+    ``second_bn``: wide_resnet_imagenet64.py's ``wide_basic``, which also has ``bn2`` between conv1 and
+    the second ReLU (its dropout is commented out in the original). Both convs are 3×3 with padding 1 and
+    bias, conv2 carries the stride; the shortcut is a 1×1 conv with the same stride when the stride or the
+    width changes, else the identity. Construction order (bn1, conv1, bn2, conv2, shortcut) and names are
+    the originals'; an absent BatchNorm is an empty ``nn.Sequential`` (no parameters, no traced node).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int, batch_norm: bool, second_bn: bool = False):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes) if batch_norm else nn.Sequential()
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(planes) if second_bn else nn.Sequential()
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1)
         self.shortcut = nn.Sequential()  # empty: the identity, and no node in the traced graph
         if stride != 1 or in_planes != planes:
@@ -308,7 +316,7 @@ class WideBasic(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv1(self.relu1(self.bn1(x)))
-        out = self.conv2(self.relu2(out))
+        out = self.conv2(self.relu2(self.bn2(out)))
         return out + self.shortcut(x)
 
 
@@ -365,33 +373,6 @@ class WideResNetSpec(ModelSpec):
 # ------------------------------------------------------------------- wide_resnet_imagenet64.py
 
 
-class WideBasicImageNet64(nn.Module):
-    """wide_resnet_imagenet64.py ``wide_basic``: conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut(x).
-
-    Not :class:`WideBasic` (the CIFAR block): BatchNorm is always on and there is a second one,
-    ``bn2``, between conv1 and the second ReLU. Both convs are 3×3 with padding 1 and bias; conv2
-    carries the stride; the shortcut is a 1×1 conv with bias and the same stride when the stride or
-    the width changes, else the identity. The original's dropout is commented out (not applied).
-    Construction order (bn1, conv1, bn2, conv2, shortcut) and names are the original's.
-    """
-
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1)
-        self.shortcut = nn.Sequential()  # empty: the identity, and no node in the traced graph
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride))
-        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1(self.relu1(self.bn1(x)))
-        out = self.conv2(self.relu2(self.bn2(out)))
-        return out + self.shortcut(x)
-
-
 class WideResNetImageNet64(nn.Module):
     def __init__(self, spec: WideResNetImageNet64Spec, in_ch: int, flat: int, num_classes: int) -> None:
         super().__init__()
@@ -402,7 +383,7 @@ class WideResNetImageNet64(nn.Module):
         for i, stride in enumerate((1, 2, 2)):
             blocks = []
             for s in [stride] + [1] * (n - 1):
-                blocks.append(WideBasicImageNet64(in_planes, stages[i + 1], s))
+                blocks.append(WideBasic(in_planes, stages[i + 1], s, batch_norm=True, second_bn=True))
                 in_planes = stages[i + 1]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.bn1 = nn.BatchNorm2d(stages[3])
@@ -426,7 +407,7 @@ class WideResNetImageNet64Spec(ModelSpec):
     10`` (their defaults) and leave ``in_dim`` at 56, the side of their random / centre crops.
 
     * conv1: 3×3, stride 1, padding 1, bias, input channels → ``in_planes`` (16);
-    * three stages of ``(depth − 4) / 6`` blocks (1 for depth 10) of :class:`WideBasicImageNet64`
+    * three stages of ``(depth − 4) / 6`` blocks (1 for depth 10) of :class:`WideBasic` with ``second_bn``
       (pre-activation BN-ReLU-conv-BN-ReLU-conv, BatchNorm2d before each conv), widths
       ``in_planes·(k, 2k, 4k)`` = (160, 320, 640) for k = ``widen_factor`` = 10, the first block of
       each stage with stride 1, 2, 2;

@@ -65,9 +65,6 @@ class Linear(Op):
             if A is None:
                 out.append(None)
                 biases.append(0.0)
-            elif A is lA and len(out) == 1:  # the same coefficients for both sides: one product
-                out.append(out[0])
-                biases.append(biases[0])
             else:
                 out.append(A.matmul(w))
                 biases.append(node_sum(A.matmul(b).unsqueeze(-1)) if b is not None else 0.0)

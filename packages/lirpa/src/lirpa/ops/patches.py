@@ -233,28 +233,10 @@ def patches_backward(op, lA, uA, boxes):
 
     if (lA is not None and not isinstance(lA, Patches)) or (uA is not None and not isinstance(uA, Patches)):
         return None
-    if isinstance(op, Conv2d):
-        outs, biases = [], []
-        for A in (lA, uA):
-            if A is None:
-                outs.append(None)
-                biases.append(0.0)
-            else:
-                o, b = _conv_backward(op, A)
-                outs.append(o)
-                biases.append(b)
-        return [(outs[0], outs[1])], biases[0], biases[1]
-    if isinstance(op, ScaleShift):
-        outs, biases = [], []
-        for A in (lA, uA):
-            if A is None:
-                outs.append(None)
-                biases.append(0.0)
-            else:
-                o, b = _scale_backward(op, A)
-                outs.append(o)
-                biases.append(b)
-        return [(outs[0], outs[1])], biases[0], biases[1]
+    if isinstance(op, (Conv2d, ScaleShift)):  # affine: the same rule for both sides
+        rule = _conv_backward if isinstance(op, Conv2d) else _scale_backward
+        (lo, lb), (uo, ub) = ((None, 0.0) if A is None else rule(op, A) for A in (lA, uA))
+        return [(lo, uo)], lb, ub
     if isinstance(op, Activation) and getattr(op, "alpha", None) is None and boxes and boxes[0] is not None:
         return _relax_backward(op, boxes[0], lA, uA)
     if isinstance(op, (AddSub, Identity)):
