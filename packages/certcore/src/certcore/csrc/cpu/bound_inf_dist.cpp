@@ -85,28 +85,21 @@ void bound_forward_impl(const Tensor& l, const Tensor& u, const Tensor& w, int64
   base.N = d.N;
   base.HW = d.HW;
   base.y_bstride = d.CO * d.HW;
-  const TilePlan tp = plan_tiles(d, 4 * at::get_num_threads(), false);
-  const int64_t per_group = tp.ni * tp.nj;
   const auto fn = kt.bound<T>();
-  at::parallel_for(0, d.G * per_group, 1, [&](int64_t begin, int64_t end) {
-    std::unique_ptr<T[]> ws(new T[size_t(tile_workspace<T>())]);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t g = task / per_group, i = (task % per_group) / tp.nj, j = task % tp.nj;
-      BoundArgs<T> a = base;
-      a.l = lp.data() + g * d.Mp * d.Kp;
-      a.u = up.data() + g * d.Mp * d.Kp;
-      a.w = wp.data() + g * d.Np * d.Kp;
-      a.lo = lo + g * o_gstride;
-      a.uo = uo + g * o_gstride;
-      a.wo = w.const_data_ptr<T>() + g * d.N * d.K;
-      const int64_t off = g * d.N * d.HW;
-      a.yl = yl.data_ptr<T>() + off;
-      a.yu = yu.data_ptr<T>() + off;
-      a.al = al.data_ptr<int32_t>() + off;
-      a.au = au.data_ptr<int32_t>() + off;
-      const int64_t m0 = i * tp.mc, n0 = j * tp.nc;
-      fn(a, m0, std::min(m0 + tp.mc, d.Mp), n0, std::min(n0 + tp.nc, d.Np), ws.get());
-    }
+  parallel_tiles<T>(d, [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
+    BoundArgs<T> a = base;
+    a.l = lp.data() + g * d.Mp * d.Kp;
+    a.u = up.data() + g * d.Mp * d.Kp;
+    a.w = wp.data() + g * d.Np * d.Kp;
+    a.lo = lo + g * o_gstride;
+    a.uo = uo + g * o_gstride;
+    a.wo = w.const_data_ptr<T>() + g * d.N * d.K;
+    const int64_t off = g * d.N * d.HW;
+    a.yl = yl.data_ptr<T>() + off;
+    a.yu = yu.data_ptr<T>() + off;
+    a.al = al.data_ptr<int32_t>() + off;
+    a.au = au.data_ptr<int32_t>() + off;
+    fn(a, m0, m1, n0, n1, ws);
   });
 }
 
@@ -125,7 +118,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bound_inf_dist_forward_cpu(const Tens
 
 // Scatter of the two output gradients to the argmax positions:
 //   y_upper, arg i:  d/du_i = +g, d/dw_i = -g      arg ~i: d/dl_i = -g, d/dw_i = +g
-//   y_lower, arg i:  d/dl_i = +g, d/dw_i = -g      arg ~i: d/du_i = -g, d/dw_i = +g    INT32_MIN: none
+//   y_lower, arg i:  d/dl_i = +g, d/dw_i = -g      arg ~i: d/du_i = -g, d/dw_i = +g    kNoArg: none
 template <typename T>
 void bound_backward_impl(const Tensor& gl, const Tensor& gu, const Tensor& al, const Tensor& au, int64_t B, int64_t CI,
                          int64_t HW, int64_t CO, int64_t groups, Tensor* glo, Tensor* gup, Tensor* gw) {
@@ -134,71 +127,42 @@ void bound_backward_impl(const Tensor& gl, const Tensor& gu, const Tensor& al, c
   const T* gU = gu.const_data_ptr<T>();
   const int32_t* aL = al.const_data_ptr<int32_t>();
   const int32_t* aU = au.const_data_ptr<int32_t>();
-  constexpr int32_t kNone = std::numeric_limits<int32_t>::min();
   std::atomic<bool> bad_index{false};
-  auto idx_of = [](int32_t v) -> int64_t { return v >= 0 ? int64_t(v) : ~int64_t(v); };
+  // index of a code, or -1 (no index, or one outside [0, K): flagged)
+  auto index_of = [&](int32_t code) -> int64_t {
+    if (code == kNoArg) return -1;
+    const int64_t k = arg_index(code);
+    if (k < K) return k;
+    bad_index = true;
+    return -1;
+  };
   if (glo || gup) {
     T* pl = glo ? glo->data_ptr<T>() : nullptr;
     T* pu = gup ? gup->data_ptr<T>() : nullptr;
-    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        for (int64_t o = 0; o < CO; ++o) {
-          const int64_t base_in = (b * CI + (o / N) * K) * HW;
-          for (int64_t s = 0; s < HW; ++s) {
-            const int64_t idx = (b * CO + o) * HW + s;
-            const int32_t vu = aU[idx], vl = aL[idx];
-            const int64_t ku = idx_of(vu);
-            if (ku >= K) {
-              bad_index = true;
-              continue;
-            }
-            if (vu >= 0) {
-              if (pu) pu[base_in + ku * HW + s] += gU[idx];
-            } else if (pl) {
-              pl[base_in + ku * HW + s] -= gU[idx];
-            }
-            if (vl == kNone) continue;
-            const int64_t kl = idx_of(vl);
-            if (kl >= K) {
-              bad_index = true;
-              continue;
-            }
-            if (vl >= 0) {
-              if (pl) pl[base_in + kl * HW + s] += gL[idx];
-            } else if (pu) {
-              pu[base_in + kl * HW + s] -= gL[idx];
-            }
-          }
-        }
+    // code k: plus[k] += g, code ~k: minus[k] -= g (either side may be absent)
+    auto route = [](int32_t code, int64_t at, T g, T* plus, T* minus) {
+      T* side = code >= 0 ? plus : minus;
+      if (side) side[at] += arg_signed(code, g);
+    };
+    for_each_output_row_by_batch(B, CO, [&](int64_t b, int64_t o) {
+      const int64_t base_in = (b * CI + (o / N) * K) * HW;
+      for (int64_t s = 0; s < HW; ++s) {
+        const int64_t idx = (b * CO + o) * HW + s;
+        const int64_t ku = index_of(aU[idx]), kl = index_of(aL[idx]);
+        if (ku >= 0) route(aU[idx], base_in + ku * HW + s, gU[idx], pu, pl);
+        if (kl >= 0) route(aL[idx], base_in + kl * HW + s, gL[idx], pl, pu);
+      }
     });
   }
   if (gw) {
     T* pw = gw->data_ptr<T>();
-    // blocks of 8 output channels: their grad_w rows stay in L1 and each cache line of the
-    // arguments serves the whole block
-    constexpr int64_t OB = 8;
-    at::parallel_for(0, (CO + OB - 1) / OB, 1, [&](int64_t blk0, int64_t blk1) {
-      const int64_t o0 = blk0 * OB, o1 = std::min(CO, blk1 * OB);
-      for (int64_t ob = o0; ob < o1; ob += OB)
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t o = ob; o < std::min(o1, ob + OB); ++o)
-            for (int64_t s = 0; s < HW; ++s) {
-            const int64_t idx = (b * CO + o) * HW + s;
-            const int32_t vu = aU[idx], vl = aL[idx];
-            const int64_t ku = idx_of(vu);
-            if (ku >= K) {
-              bad_index = true;
-              continue;
-            }
-            pw[o * K + ku] += vu >= 0 ? -gU[idx] : gU[idx];
-            if (vl == kNone) continue;
-            const int64_t kl = idx_of(vl);
-            if (kl >= K) {
-              bad_index = true;
-              continue;
-            }
-            pw[o * K + kl] += vl >= 0 ? -gL[idx] : gL[idx];
-          }
+    for_each_output_row_by_channel(B, CO, [&](int64_t b, int64_t o) {
+      for (int64_t s = 0; s < HW; ++s) {
+        const int64_t idx = (b * CO + o) * HW + s;
+        const int64_t ku = index_of(aU[idx]), kl = index_of(aL[idx]);
+        if (ku >= 0) pw[o * K + ku] -= arg_signed(aU[idx], gU[idx]);
+        if (kl >= 0) pw[o * K + kl] -= arg_signed(aL[idx], gL[idx]);
+      }
     });
   }
   TORCH_CHECK(!bad_index.load(), "bound_inf_dist_backward: arg_lower/arg_upper hold an index outside [0, CI/groups)");

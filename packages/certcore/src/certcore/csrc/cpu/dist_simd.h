@@ -113,82 +113,43 @@ inline vd absmax(vd acc, vd t) {
 #endif
 }
 
-inline float hmax(vf v) {
+// Horizontal reductions and the equality mask (bit i set where a[i] == b[i]).
 #if defined(CERTCORE_AVX512)
-  return _mm512_reduce_max_ps((__m512)v);
+inline float hmax(vf v) { return _mm512_reduce_max_ps((__m512)v); }
+inline double hmax(vd v) { return _mm512_reduce_max_pd((__m512d)v); }
+inline float hmin(vf v) { return _mm512_reduce_min_ps((__m512)v); }
+inline double hmin(vd v) { return _mm512_reduce_min_pd((__m512d)v); }
+inline float hsum(vf v) { return _mm512_reduce_add_ps((__m512)v); }
+inline double hsum(vd v) { return _mm512_reduce_add_pd((__m512d)v); }
+inline uint64_t eq_mask(vf a, vf b) { return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_EQ_OQ); }
+inline uint64_t eq_mask(vd a, vd b) { return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_EQ_OQ); }
 #else
-  float m = v[0];
-  for (int i = 1; i < VT<float>::L; ++i) m = v[i] > m ? v[i] : m;
+template <class V>
+inline auto hmax(V v) {
+  auto m = v[0];
+  for (int i = 1; i < int(sizeof(V) / sizeof(m)); ++i) m = v[i] > m ? v[i] : m;
   return m;
-#endif
 }
-inline double hmax(vd v) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_reduce_max_pd((__m512d)v);
-#else
-  double m = v[0];
-  for (int i = 1; i < VT<double>::L; ++i) m = v[i] > m ? v[i] : m;
+template <class V>
+inline auto hmin(V v) {
+  auto m = v[0];
+  for (int i = 1; i < int(sizeof(V) / sizeof(m)); ++i) m = v[i] < m ? v[i] : m;
   return m;
-#endif
 }
-inline float hmin(vf v) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_reduce_min_ps((__m512)v);
-#else
-  float m = v[0];
-  for (int i = 1; i < VT<float>::L; ++i) m = v[i] < m ? v[i] : m;
-  return m;
-#endif
-}
-inline double hmin(vd v) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_reduce_min_pd((__m512d)v);
-#else
-  double m = v[0];
-  for (int i = 1; i < VT<double>::L; ++i) m = v[i] < m ? v[i] : m;
-  return m;
-#endif
-}
-inline float hsum(vf v) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_reduce_add_ps((__m512)v);
-#else
-  float s = 0;
-  for (int i = 0; i < VT<float>::L; ++i) s += v[i];
+template <class V>
+inline auto hsum(V v) {
+  auto s = v[0];
+  for (int i = 1; i < int(sizeof(V) / sizeof(s)); ++i) s += v[i];
   return s;
-#endif
 }
-inline double hsum(vd v) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_reduce_add_pd((__m512d)v);
-#else
-  double s = 0;
-  for (int i = 0; i < VT<double>::L; ++i) s += v[i];
-  return s;
-#endif
-}
-
-// Bit i set where a[i] == b[i].
-inline uint64_t eq_mask(vf a, vf b) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_cmp_ps_mask((__m512)a, (__m512)b, _CMP_EQ_OQ);
-#else
-  const vi32 m = a == b;
+template <class V>
+inline uint64_t eq_mask(V a, V b) {
+  const auto m = a == b;
   uint64_t r = 0;
-  for (int i = 0; i < VT<float>::L; ++i) r |= uint64_t(m[i] != 0) << i;
+  for (int i = 0; i < int(sizeof(V) / sizeof(a[0])); ++i) r |= uint64_t(m[i] != 0) << i;
   return r;
-#endif
 }
-inline uint64_t eq_mask(vd a, vd b) {
-#if defined(CERTCORE_AVX512)
-  return _mm512_cmp_pd_mask((__m512d)a, (__m512d)b, _CMP_EQ_OQ);
-#else
-  const vi64 m = a == b;
-  uint64_t r = 0;
-  for (int i = 0; i < VT<double>::L; ++i) r |= uint64_t(m[i] != 0) << i;
-  return r;
 #endif
-}
 
 // Natural logarithm of positive finite floats (denormals included), Cephes' single-precision
 // polynomial (about 1 ulp); 0 gives a large negative number, callers mask it.
@@ -428,15 +389,16 @@ inline int64_t first_match(int64_t k0, int64_t k1, T target, const F& f, const V
   return -1;
 }
 
-// Chunks [j*KL, (j+1)*KL) of the lanes j whose per-lane state equals target, in order: the first
-// one holding a match holds the first index reaching target.
-template <typename T, class Search>
-inline int64_t first_over_lanes(typename VT<T>::V state, T target, int64_t KL, int64_t K, const Search& search) {
+// First original index k < K with f(k) == target (-1 if none). Lane j of a lane-major state holds
+// the extreme over the original indices [j*KL, (j+1)*KL), so only the chunks of the lanes equal to
+// target are searched, in order: the first one holding a match holds the first index.
+template <typename T, class F, class VF>
+inline int64_t first_reaching(typename VT<T>::V state, T target, int64_t KL, int64_t K, const F& f, const VF& vf) {
   uint64_t lanes = eq_mask(state, vset(target));
   while (lanes) {
     const int64_t j = __builtin_ctzll(lanes);
     lanes &= lanes - 1;
-    const int64_t k = search(j * KL, imin(K, (j + 1) * KL));
+    const int64_t k = first_match<T>(j * KL, imin(K, (j + 1) * KL), target, f, vf);
     if (k >= 0) return k;
   }
   return -1;
@@ -598,6 +560,13 @@ inline void for_each_output(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t
   }
 }
 
+// y of output (r, c) by the exact scalar path (rows or columns holding a NaN or an infinity, sums
+// that over- or underflowed); with arg, also its argmax code.
+template <typename T>
+inline T exact_output(const FwdArgs<T>& a, int64_t r, int64_t c, PMode mode, int32_t* arg = nullptr) {
+  return scalar_dist(a.x + r * a.Kp, a.w + c * a.Kp, a.K, a.Kp / VT<T>::L, mode, a.p, arg);
+}
+
 template <typename T>
 void fwd_inf(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
   using V = typename VT<T>::V;
@@ -608,7 +577,7 @@ void fwd_inf(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1
     fill(st, tile, T(0));
     tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, st, inf_step, max_combine<T>);
     for_each_output(a, m0, m1, n0, n1, [&](int64_t r, int64_t c, int64_t i, int64_t o, bool bad) {
-      a.y[o] = bad ? scalar_dist(a.x + r * a.Kp, a.w + c * a.Kp, a.K, KL, PMode::Inf, a.p, nullptr) : st[i];
+      a.y[o] = bad ? exact_output(a, r, c, PMode::Inf) : st[i];
     });
     return;
   }
@@ -628,27 +597,49 @@ void fwd_inf(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1
       const T* xo = a.xo + r * a.ldxo;
       const T* wo = a.wo + c * a.ldwo;
       const T y = hmax(sv[i]);
-      const int64_t k = first_over_lanes<T>(sv[i], y, KL, a.K, [&](int64_t k0, int64_t k1) {
-        return first_match<T>(
-            k0, k1, y, [&](int64_t k) { return absdiff(xo[k], wo[k]); },
-            [&](int64_t k) { return vabsdiff(vload(xo + k), vload(wo + k)); });
-      });
+      const int64_t k = first_reaching<T>(
+          sv[i], y, KL, a.K, [&](int64_t k) { return absdiff(xo[k], wo[k]); },
+          [&](int64_t k) { return vabsdiff(vload(xo + k), vload(wo + k)); });
       if (k >= 0) {
         a.y[o] = y;
         a.arg[o] = (xo[k] - wo[k] >= 0) ? int32_t(k) : ~int32_t(k);
         return;
       }
     }
-    a.y[o] = scalar_dist(a.x + r * a.Kp, a.w + c * a.Kp, a.K, KL, PMode::Inf, a.p, &arg);
+    a.y[o] = exact_output(a, r, c, PMode::Inf, &arg);
     a.arg[o] = arg;
   });
+}
+
+// The max m of |t| per output (mx), rinv = 1/m (0 where the exact path must take over) and the
+// rescaled sums ss = sum (|t| / m)^p (Step: integer or general p) of a tile.
+template <typename T, int R, int C, class Step>
+void max_and_rescaled_sums(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* mx, T* rinv,
+                           T* ss) {
+  const int64_t nn = n1 - n0, tile = (m1 - m0) * nn;
+  fill(mx, tile, T(0));
+  tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, mx, [](int64_t, int64_t) { return InfStep<T>{}; },
+                             max_combine<T>);
+  for (int64_t i = 0; i < tile; ++i) rinv[i] = safe_reciprocal(mx[i]);
+  fill(ss, tile, T(0));
+  tile_pass<T, R, C>(a.x, a.w, a.Kp, m0, m1, n0, n1, ss, scaled_maker<T, R, C, Step>(rinv, m0, n0, nn, a.p),
+                     sum_combine<T>);
+}
+
+// y = m * ss^(1/p) from max_and_rescaled_sums (0 where m == 0), else the exact path.
+template <typename T>
+inline T rescaled_output(const FwdArgs<T>& a, int64_t r, int64_t c, bool bad, T m, T rinv, T ss, PMode mode,
+                         int32_t ip, double inv_p) {
+  if (!bad && m == T(0)) return T(0);
+  if (!bad && rinv != T(0)) return m * root_scalar(ss, ip, inv_p);
+  return exact_output(a, r, c, mode);
 }
 
 // Integer p: plain sum of |t|^p (no rescaling: fastest), then a rescaled recomputation of the tile
 // when an output's sum over- or underflowed (|t| beyond ~1e4 or below ~1e-4 for p = 8 in float32).
 template <typename T, int IP>
 void fwd_int(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
-  const int64_t nn = n1 - n0, tile = (m1 - m0) * nn;
+  const int64_t tile = (m1 - m0) * (n1 - n0);
   T* st = ws;
   fill(st, tile, T(0));
   tile_pass<T, kIntR, kIntC>(a.x, a.w, a.Kp, m0, m1, n0, n1, st, [](int64_t, int64_t) { return IntStep<T, IP>{}; },
@@ -656,16 +647,14 @@ void fwd_int(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   // A sum is trusted when terms that underflowed cannot matter (sum >= K * min / eps) and it is finite.
   const T lo = T(a.K) * std::numeric_limits<T>::min() / std::numeric_limits<T>::epsilon();
   const T hi = std::numeric_limits<T>::max();
+  auto trusted = [&](T s) { return s >= lo && s <= hi; };  // false for 0: x == w, or all terms underflowed
   bool need_fix = false;
-  for_each_output(a, m0, m1, n0, n1, [&](int64_t, int64_t, int64_t i, int64_t, bool bad) {
-    const T s = st[i];
-    if (!bad && !(s >= lo && s <= hi)) need_fix = true;  // includes 0: x == w, or all terms underflowed
-  });
+  for_each_output(a, m0, m1, n0, n1,
+                  [&](int64_t, int64_t, int64_t i, int64_t, bool bad) { need_fix |= !bad && !trusted(st[i]); });
   const double inv_p = 1.0 / double(IP);
   if (!need_fix) {
     for_each_output(a, m0, m1, n0, n1, [&](int64_t r, int64_t c, int64_t i, int64_t o, bool bad) {
-      a.y[o] = bad ? scalar_dist(a.x + r * a.Kp, a.w + c * a.Kp, a.K, a.Kp / VT<T>::L, PMode::Int, a.p, nullptr)
-                   : root_scalar(st[i], IP, inv_p);
+      a.y[o] = bad ? exact_output(a, r, c, PMode::Int) : root_scalar(st[i], IP, inv_p);
     });
     return;
   }
@@ -673,25 +662,10 @@ void fwd_int(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   T* mx = ws + tile;
   T* rinv = ws + 2 * tile;
   T* ss = ws + 3 * tile;
-  fill(mx, tile, T(0));
-  tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, mx, [](int64_t, int64_t) { return InfStep<T>{}; },
-                             max_combine<T>);
-  for (int64_t i = 0; i < tile; ++i) rinv[i] = safe_reciprocal(mx[i]);
-  fill(ss, tile, T(0));
-  tile_pass<T, kIntR, kIntC>(a.x, a.w, a.Kp, m0, m1, n0, n1, ss,
-                             scaled_maker<T, kIntR, kIntC, IntScaledStep<T, IP, kIntR, kIntC>>(rinv, m0, n0, nn, a.p),
-                             sum_combine<T>);
+  max_and_rescaled_sums<T, kIntR, kIntC, IntScaledStep<T, IP, kIntR, kIntC>>(a, m0, m1, n0, n1, mx, rinv, ss);
   for_each_output(a, m0, m1, n0, n1, [&](int64_t r, int64_t c, int64_t i, int64_t o, bool bad) {
-    const T s = st[i];
-    if (!bad && s >= lo && s <= hi) {
-      a.y[o] = root_scalar(s, IP, inv_p);
-    } else if (!bad && mx[i] == T(0)) {
-      a.y[o] = T(0);
-    } else if (!bad && rinv[i] != T(0)) {
-      a.y[o] = mx[i] * root_scalar(ss[i], IP, inv_p);
-    } else {
-      a.y[o] = scalar_dist(a.x + r * a.Kp, a.w + c * a.Kp, a.K, a.Kp / VT<T>::L, PMode::Int, a.p, nullptr);
-    }
+    a.y[o] = (!bad && trusted(st[i])) ? root_scalar(st[i], IP, inv_p)
+                                      : rescaled_output(a, r, c, bad, mx[i], rinv[i], ss[i], PMode::Int, IP, inv_p);
   });
 }
 
@@ -699,27 +673,14 @@ void fwd_int(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1
 // accurate for any p (1000 included) without a running rescale in the inner loop.
 template <typename T>
 void fwd_general(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
-  const int64_t nn = n1 - n0, tile = (m1 - m0) * nn;
+  const int64_t tile = (m1 - m0) * (n1 - n0);
   T* mx = ws;
   T* rinv = ws + tile;
   T* ss = ws + 2 * tile;
-  fill(mx, tile, T(0));
-  fill(ss, tile, T(0));
-  tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, mx, [](int64_t, int64_t) { return InfStep<T>{}; },
-                             max_combine<T>);
-  for (int64_t i = 0; i < tile; ++i) rinv[i] = safe_reciprocal(mx[i]);
-  tile_pass<T, kGenR, kGenC>(a.x, a.w, a.Kp, m0, m1, n0, n1, ss,
-                             scaled_maker<T, kGenR, kGenC, GenStep<T, kGenR, kGenC>>(rinv, m0, n0, nn, a.p),
-                             sum_combine<T>);
+  max_and_rescaled_sums<T, kGenR, kGenC, GenStep<T, kGenR, kGenC>>(a, m0, m1, n0, n1, mx, rinv, ss);
   const double inv_p = 1.0 / a.p;
   for_each_output(a, m0, m1, n0, n1, [&](int64_t r, int64_t c, int64_t i, int64_t o, bool bad) {
-    if (!bad && mx[i] == T(0)) {
-      a.y[o] = T(0);
-    } else if (!bad && rinv[i] != T(0)) {
-      a.y[o] = mx[i] * root_scalar(ss[i], 0, inv_p);
-    } else {
-      a.y[o] = scalar_dist(a.x + r * a.Kp, a.w + c * a.Kp, a.K, a.Kp / VT<T>::L, PMode::General, a.p, nullptr);
-    }
+    a.y[o] = rescaled_output(a, r, c, bad, mx[i], rinv[i], ss[i], PMode::General, 0, inv_p);
   });
 }
 
@@ -915,38 +876,25 @@ void bound_tile(const BoundArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64
     for (int64_t c = n0; c < ce; ++c) {
       const int64_t i = (r - m0) * nn + (c - n0), o = ybase + c * a.HW;
       const T* wo = a.wo + c * a.ldwo;
-      // upper: first k with max(u - w, w - l) == y_upper; "u - w" (arg k) preferred on a tie
+      // t1 = u - w and t2 = w - l at original index k, as scalars and as vectors
+      auto t1 = [&](int64_t k) { return uo[k] - wo[k]; };
+      auto t2 = [&](int64_t k) { return wo[k] - lo[k]; };
+      auto vt1 = [&](int64_t k) { return vload(uo + k) - vload(wo + k); };
+      auto vt2 = [&](int64_t k) { return vload(wo + k) - vload(lo + k); };
+      // upper: first k with max(t1, t2) == y_upper; "u - w" (arg k) preferred on a tie
       const T yu = hmax(su[i]);
-      int64_t ku = first_over_lanes<T>(su[i], yu, KL, a.K, [&](int64_t k0, int64_t k1) {
-        return first_match<T>(
-            k0, k1, yu,
-            [&](int64_t k) {
-              const T t1 = uo[k] - wo[k], t2 = wo[k] - lo[k];
-              return t1 > t2 ? t1 : t2;
-            },
-            [&](int64_t k) {
-              const V wv = vload(wo + k);
-              return vmax(vload(uo + k) - wv, wv - vload(lo + k));
-            });
-      });
+      int64_t ku = first_reaching<T>(
+          su[i], yu, KL, a.K, [&](int64_t k) { return vmax(t1(k), t2(k)); },
+          [&](int64_t k) { return vmax(vt1(k), vt2(k)); });
       if (ku < 0) ku = 0;  // not reached: the max is one of the values
       a.yu[o] = yu;
-      a.au[o] = (uo[ku] - wo[ku] == yu) ? int32_t(ku) : ~int32_t(ku);
+      a.au[o] = (t1(ku) == yu) ? int32_t(ku) : ~int32_t(ku);
       // lower: y_lower = -min(t1, t2) = max(l - w, w - u) when positive; "l - w" (arg k) preferred
       const T ml = hmin(sl[i]);
       if (-ml > T(0)) {
-        int64_t kl = first_over_lanes<T>(sl[i], ml, KL, a.K, [&](int64_t k0, int64_t k1) {
-          return first_match<T>(
-              k0, k1, ml,
-              [&](int64_t k) {
-                const T t1 = uo[k] - wo[k], t2 = wo[k] - lo[k];
-                return t1 < t2 ? t1 : t2;
-              },
-              [&](int64_t k) {
-                const V wv = vload(wo + k);
-                return vmin(vload(uo + k) - wv, wv - vload(lo + k));
-              });
-        });
+        int64_t kl = first_reaching<T>(
+            sl[i], ml, KL, a.K, [&](int64_t k) { return vmin(t1(k), t2(k)); },
+            [&](int64_t k) { return vmin(vt1(k), vt2(k)); });
         if (kl < 0) kl = 0;
         a.yl[o] = -ml;
         a.al[o] = (lo[kl] - wo[kl] == -ml) ? int32_t(kl) : ~int32_t(kl);

@@ -88,25 +88,18 @@ void forward_impl(const Tensor& x, const Tensor& w, double p, int64_t groups, Te
   const T* xo = arg ? original_rows(x.const_data_ptr<T>(), d, xt, xo_gstride, base.ldxo) : nullptr;
   base.ldwo = d.K;
 
-  const TilePlan tp = plan_tiles(d, 4 * at::get_num_threads(), /*need_both_dims=*/false);
-  const int64_t per_group = tp.ni * tp.nj;
   const auto fwd = kt.fwd<T>();
-  at::parallel_for(0, d.G * per_group, 1, [&](int64_t begin, int64_t end) {
-    std::unique_ptr<T[]> ws(new T[size_t(tile_workspace<T>())]);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t g = task / per_group, i = (task % per_group) / tp.nj, j = task % tp.nj;
-      FwdArgs<T> a = base;
-      a.x = xp.data() + g * d.Mp * d.Kp;
-      a.w = wp.data() + g * d.Np * d.Kp;
-      a.xbad = xbad.data() + g * d.Mp;
-      a.wbad = wbad.data() + g * d.Np;
-      a.y = yptr + g * d.N * d.HW;
-      a.arg = aptr ? aptr + g * d.N * d.HW : nullptr;
-      a.xo = xo ? xo + g * xo_gstride : nullptr;
-      a.wo = w.const_data_ptr<T>() + g * d.N * d.K;
-      const int64_t m0 = i * tp.mc, n0 = j * tp.nc;
-      fwd(a, m0, std::min(m0 + tp.mc, d.Mp), n0, std::min(n0 + tp.nc, d.Np), ws.get());
-    }
+  parallel_tiles<T>(d, [&](int64_t g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
+    FwdArgs<T> a = base;
+    a.x = xp.data() + g * d.Mp * d.Kp;
+    a.w = wp.data() + g * d.Np * d.Kp;
+    a.xbad = xbad.data() + g * d.Mp;
+    a.wbad = wbad.data() + g * d.Np;
+    a.y = yptr + g * d.N * d.HW;
+    a.arg = aptr ? aptr + g * d.N * d.HW : nullptr;
+    a.xo = xo ? xo + g * xo_gstride : nullptr;
+    a.wo = w.const_data_ptr<T>() + g * d.N * d.K;
+    fwd(a, m0, m1, n0, n1, ws);
   });
 }
 
@@ -125,74 +118,40 @@ std::tuple<Tensor, Tensor> norm_dist_forward_cpu(const Tensor& x_, const Tensor&
 }
 
 // ---------------------------------------------------------------------------------------------
-// p = inf: scatter g * sign to the argmax index. grad_x in parallel over the batch, grad_w over
-// blocks of output channels: no two threads write the same element. Returns false on an index
-// outside [0, K).
-
-// grad_x rows of batch elements [b0, b1)
-template <typename T>
-bool scatter_inf_x(const T* __restrict g, const int32_t* __restrict a, T* __restrict out, int64_t b0, int64_t b1,
-                   int64_t CO, int64_t CI, int64_t HW, int64_t N, int64_t K) {
-  bool ok = true;
-  for (int64_t b = b0; b < b1; ++b)
-    for (int64_t o = 0; o < CO; ++o) {
-      T* dst = out + (b * CI + (o / N) * K) * HW;
-      const int64_t base = (b * CO + o) * HW;
-      for (int64_t s = 0; s < HW; ++s) {
-        const int32_t v = a[base + s];
-        const int64_t k = v >= 0 ? int64_t(v) : ~int64_t(v);
-        if (k >= K) {
-          ok = false;
-          continue;
-        }
-        dst[k * HW + s] += v >= 0 ? g[base + s] : -g[base + s];
-      }
-    }
-  return ok;
-}
-
-// grad_w rows [o0, o1), walked in blocks of 8 output channels so that their rows stay in L1 and
-// each cache line of g and argmax serves the whole block
-template <typename T>
-bool scatter_inf_w(const T* __restrict g, const int32_t* __restrict a, T* __restrict out, int64_t o0, int64_t o1,
-                   int64_t B, int64_t CO, int64_t HW, int64_t K) {
-  constexpr int64_t OB = 8;
-  bool ok = true;
-  for (int64_t ob = o0; ob < o1; ob += OB) {
-    const int64_t oe = std::min(o1, ob + OB);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t o = ob; o < oe; ++o) {
-        T* dst = out + o * K;
-        const int64_t base = (b * CO + o) * HW;
-        for (int64_t s = 0; s < HW; ++s) {
-          const int32_t v = a[base + s];
-          const int64_t k = v >= 0 ? int64_t(v) : ~int64_t(v);
-          if (k >= K) {
-            ok = false;
-            continue;
-          }
-          dst[k] -= v >= 0 ? g[base + s] : -g[base + s];
-        }
-      }
-  }
-  return ok;
-}
-
+// p = inf: the gradient g goes to the argmax index only, with the sign of its code:
+//   dL/dx[b, g*K + k, s] += sign g,  dL/dw[o, k] -= sign g.
 template <typename T>
 void backward_inf(const Tensor& gy, const Tensor& arg, const Dims& d, Tensor* gx, Tensor* gw) {
   const T* g = gy.const_data_ptr<T>();
   const int32_t* a = arg.const_data_ptr<int32_t>();
+  const int64_t HW = d.HW, K = d.K;
   std::atomic<bool> bad_index{false};
   if (gx) {
     T* out = gx->data_ptr<T>();
-    at::parallel_for(0, d.B, 1, [&](int64_t b0, int64_t b1) {
-      if (!scatter_inf_x(g, a, out, b0, b1, d.CO, d.CI, d.HW, d.N, d.K)) bad_index = true;
+    for_each_output_row_by_batch(d.B, d.CO, [&](int64_t b, int64_t o) {
+      T* dst = out + (b * d.CI + (o / d.N) * K) * HW;
+      const int64_t base = (b * d.CO + o) * HW;
+      for (int64_t s = 0; s < HW; ++s) {
+        const int64_t k = arg_index(a[base + s]);
+        if (k < K)
+          dst[k * HW + s] += arg_signed(a[base + s], g[base + s]);
+        else
+          bad_index = true;
+      }
     });
   }
   if (gw) {
     T* out = gw->data_ptr<T>();
-    at::parallel_for(0, (d.CO + 7) / 8, 1, [&](int64_t blk0, int64_t blk1) {
-      if (!scatter_inf_w(g, a, out, blk0 * 8, std::min(d.CO, blk1 * 8), d.B, d.CO, d.HW, d.K)) bad_index = true;
+    for_each_output_row_by_channel(d.B, d.CO, [&](int64_t b, int64_t o) {
+      T* dst = out + o * K;
+      const int64_t base = (b * d.CO + o) * HW;
+      for (int64_t s = 0; s < HW; ++s) {
+        const int64_t k = arg_index(a[base + s]);
+        if (k < K)
+          dst[k] -= arg_signed(a[base + s], g[base + s]);
+        else
+          bad_index = true;
+      }
     });
   }
   TORCH_CHECK(!bad_index.load(), "norm_dist_backward: argmax holds an index outside [0, CI/groups)");

@@ -1,6 +1,7 @@
 // Packing of (B, CI, HW) activations and (CO, CI/G) weights into the padded per-group row-major
-// matrices the SIMD tile kernels read (see dist_kernels.h), and the tile plans that split the work
-// over threads. Shared by norm_dist.cpp and bound_inf_dist.cpp; compiled for the baseline target.
+// matrices the SIMD tile kernels read (see dist_kernels.h), the tile plans that split the work over
+// threads, and the argmax-code walks of the p = inf gradients. Shared by norm_dist.cpp and
+// bound_inf_dist.cpp; compiled for the baseline target.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -10,6 +11,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <vector>
 
 #include "dist_kernels.h"
@@ -48,50 +51,57 @@ struct Dims {
   }
 };
 
+// f(g, b, slab) for every group g and batch element b, in parallel; x + slab is x[b, g*K, 0], the
+// (K, HW) slab of the group's input channels.
+template <class F>
+void for_each_group_slab(const Dims& d, const F& f) {
+  at::parallel_for(0, d.G * d.B, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t gb = begin; gb < end; ++gb) {
+      const int64_t g = gb / d.B, b = gb % d.B;
+      f(g, b, (b * d.CI + g * d.K) * d.HW);
+    }
+  });
+}
+
 // out (G, Mp, Kp): out[g][b*HW + s][k] = x[b][g*K + k][s], zero padded. If bad != nullptr,
 // bad[g*Mp + r] = 1 where the row holds a NaN or an infinity.
 template <typename T>
 void pack_rows(const T* x, const Dims& d, T* out, uint8_t* bad) {
-  const int64_t G = d.G, B = d.B, K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
+  const int64_t G = d.G, K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
   const std::vector<int64_t> perm = d.permutation();
   const int64_t* q = perm.data();
-  at::parallel_for(0, G * B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t gb = begin; gb < end; ++gb) {
-      const int64_t g = gb / B, b = gb % B;
-      const T* src = x + (b * d.CI + g * K) * HW;  // (K, HW) slab
-      T* dst = out + (g * Mp + b * HW) * Kp;       // (HW, Kp) rows
-      if (HW == 1) {
-        for (int64_t k = 0; k < K; ++k) dst[q[k]] = src[k];
-      } else {
-        // Packed positions [j*L, (j+1)*L) of a row (one vector, a cache line or half of one) hold
-        // the channels k = l*KL + j, l < L: copy L channel rows x 16 positions s at a time, so that
-        // the L source rows are read as sequential streams and each destination vector is written
-        // whole. Padding channels (k >= K) are written as zeros here.
-        const int64_t L = d.L, KL = d.KL;
-        constexpr int64_t SB = 16;
-        for (int64_t j = 0; j < KL; ++j) {
-          for (int64_t s0 = 0; s0 < HW; s0 += SB) {
-            const int64_t ns = std::min(SB, HW - s0);
-            for (int64_t s = 0; s < ns; ++s) {
-              T* dv = dst + (s0 + s) * Kp + j * L;
-              for (int64_t l = 0; l < L; ++l) {
-                const int64_t k = l * KL + j;
-                dv[l] = k < K ? src[k * HW + s0 + s] : T(0);
-              }
+  for_each_group_slab(d, [&](int64_t g, int64_t b, int64_t slab) {
+    const T* src = x + slab;                // (K, HW) slab
+    T* dst = out + (g * Mp + b * HW) * Kp;  // (HW, Kp) rows
+    if (HW == 1) {
+      for (int64_t k = 0; k < K; ++k) dst[q[k]] = src[k];
+      for (int64_t k = K; k < Kp; ++k) dst[q[k]] = T(0);
+    } else {
+      // Packed positions [j*L, (j+1)*L) of a row (one vector, a cache line or half of one) hold
+      // the channels k = l*KL + j, l < L: copy L channel rows x 16 positions s at a time, so that
+      // the L source rows are read as sequential streams and each destination vector is written
+      // whole. Padding channels (k >= K) are written as zeros here.
+      const int64_t L = d.L, KL = d.KL;
+      constexpr int64_t SB = 16;
+      for (int64_t j = 0; j < KL; ++j) {
+        for (int64_t s0 = 0; s0 < HW; s0 += SB) {
+          const int64_t ns = std::min(SB, HW - s0);
+          for (int64_t s = 0; s < ns; ++s) {
+            T* dv = dst + (s0 + s) * Kp + j * L;
+            for (int64_t l = 0; l < L; ++l) {
+              const int64_t k = l * KL + j;
+              dv[l] = k < K ? src[k * HW + s0 + s] : T(0);
             }
           }
         }
       }
-      if (HW == 1) {
-        for (int64_t k = K; k < Kp; ++k) dst[q[k]] = T(0);
-      }
-      if (bad) {
-        for (int64_t s = 0; s < HW; ++s) {
-          const T* row = dst + s * Kp;
-          uint8_t flag = 0;
-          for (int64_t i = 0; i < Kp; ++i) flag |= (row[i] - row[i]) != T(0);  // NaN or +-inf
-          bad[g * Mp + b * HW + s] = flag;
-        }
+    }
+    if (bad) {
+      for (int64_t s = 0; s < HW; ++s) {
+        const T* row = dst + s * Kp;
+        uint8_t flag = 0;
+        for (int64_t i = 0; i < Kp; ++i) flag |= (row[i] - row[i]) != T(0);  // NaN or +-inf
+        bad[g * Mp + b * HW + s] = flag;
       }
     }
   });
@@ -111,17 +121,13 @@ const T* original_rows(const T* x, const Dims& d, std::vector<T>& store, int64_t
     ld = d.CI;
     return x;
   }
-  const int64_t G = d.G, B = d.B, K = d.K, HW = d.HW, M = d.M;
+  const int64_t G = d.G, K = d.K, HW = d.HW, M = d.M;
   store.resize(size_t(G * M * K));
   T* out = store.data();
-  at::parallel_for(0, G * B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t gb = begin; gb < end; ++gb) {
-      const int64_t g = gb / B, b = gb % B;
-      const T* src = x + (b * d.CI + g * K) * HW;
-      T* dst = out + (g * M + b * HW) * K;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t s = 0; s < HW; ++s) dst[s * K + k] = src[k * HW + s];
-    }
+  for_each_group_slab(d, [&](int64_t g, int64_t b, int64_t slab) {
+    T* dst = out + (g * M + b * HW) * K;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t s = 0; s < HW; ++s) dst[s * K + k] = x[slab + k * HW + s];
   });
   group_stride = M * K;
   ld = K;
@@ -131,17 +137,13 @@ const T* original_rows(const T* x, const Dims& d, std::vector<T>& store, int64_t
 // Inverse of pack_rows for a gradient: out[b][g*K + k][s] = src[g][b*HW + s][packed(k)].
 template <typename T>
 void unpack_rows(const T* src, const Dims& d, T* out) {
-  const int64_t G = d.G, B = d.B, K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
+  const int64_t K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
   const std::vector<int64_t> perm = d.permutation();
   const int64_t* q = perm.data();
-  at::parallel_for(0, G * B, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t gb = begin; gb < end; ++gb) {
-      const int64_t g = gb / B, b = gb % B;
-      const T* s0 = src + (g * Mp + b * HW) * Kp;
-      T* dst = out + (b * d.CI + g * K) * HW;
-      for (int64_t k = 0; k < K; ++k)
-        for (int64_t s = 0; s < HW; ++s) dst[k * HW + s] = s0[s * Kp + q[k]];
-    }
+  for_each_group_slab(d, [&](int64_t g, int64_t b, int64_t slab) {
+  const T* s0 = src + (g * Mp + b * HW) * Kp;
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t s = 0; s < HW; ++s) out[slab + k * HW + s] = s0[s * Kp + q[k]];
   });
 }
 
@@ -206,6 +208,54 @@ inline TilePlan plan_tiles(const Dims& d, int64_t min_tasks, bool need_both_dims
       nc = std::max(kColPad, round_up(nc / 2, kColPad));
   }
   return {mc, nc, ceil_div(d.Mp, mc), ceil_div(d.Np, nc)};
+}
+
+// f(g, m0, m1, n0, n1, ws) for every tile of every group's (Mp x Np) output, in parallel (at least
+// four tiles per thread where the problem allows), ws a per-thread workspace of tile_workspace<T>().
+template <typename T, class F>
+void parallel_tiles(const Dims& d, const F& f) {
+  const TilePlan tp = plan_tiles(d, 4 * at::get_num_threads(), /*need_both_dims=*/false);
+  const int64_t per_group = tp.ni * tp.nj;
+  at::parallel_for(0, d.G * per_group, 1, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<T[]> ws(new T[size_t(tile_workspace<T>())]);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t g = task / per_group, i = (task % per_group) / tp.nj, j = task % tp.nj;
+      const int64_t m0 = i * tp.mc, n0 = j * tp.nc;
+      f(g, m0, std::min(m0 + tp.mc, d.Mp), n0, std::min(n0 + tp.nc, d.Np), ws.get());
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argmax codes of the p = inf ops: k when the winning difference entered with a + sign (x - w, or
+// u - w / l - w in the bounds), ~k when with a - sign; kNoArg: no index (no gradient).
+constexpr int32_t kNoArg = std::numeric_limits<int32_t>::min();
+inline int64_t arg_index(int32_t code) { return code >= 0 ? int64_t(code) : ~int64_t(code); }
+template <typename T>
+inline T arg_signed(int32_t code, T g) {
+  return code >= 0 ? g : -g;
+}
+
+// f(b, o) for every batch element b < B and output channel o < CO, in parallel over b: the scatters
+// into grad_x (rows of b) never write the same element from two threads.
+template <class F>
+void for_each_output_row_by_batch(int64_t B, int64_t CO, const F& f) {
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t o = 0; o < CO; ++o) f(b, o);
+  });
+}
+
+// The same in parallel over blocks of 8 output channels, each block walking b then o: the scatters
+// into grad_w (rows of o) stay in L1 and each cache line of grad_y and of the codes serves the block.
+template <class F>
+void for_each_output_row_by_channel(int64_t B, int64_t CO, const F& f) {
+  constexpr int64_t OB = 8;
+  at::parallel_for(0, ceil_div(CO, OB), 1, [&](int64_t blk0, int64_t blk1) {
+    for (int64_t ob = blk0 * OB; ob < std::min(CO, blk1 * OB); ob += OB)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t o = ob; o < std::min(CO, ob + OB); ++o) f(b, o);
+  });
 }
 
 }  // namespace certcore::cpu
