@@ -7,8 +7,8 @@
 //                                                      INT32_MIN when the max is <= 0 (y_L = 0, no gradient)
 //
 // Ties between indices keep the FIRST index (strict '>' in an ascending scan). The forward kernel
-// has the tiling of norm_dist's forward (common.cuh); the backward routes each output's gradient to
-// the (input, weight) pair its code names, with the sign of the difference:
+// has the tiling of norm_dist's forward (FwdTile, common.cuh); the backward routes each output's
+// gradient to the (input, weight) pair its code names, with the sign of the difference:
 //   y_U from u_i - w_i: d/du_i = +1, d/dw_i = -1;   from w_i - l_i: d/dl_i = -1, d/dw_i = +1
 //   y_L from l_i - w_i: d/dl_i = +1, d/dw_i = -1;   from w_i - u_i: d/du_i = -1, d/dw_i = +1
 // through the deterministic argmax scatter of common.cuh (no atomics).
@@ -29,8 +29,22 @@ struct BoundShape {
   int64_t t0, t1;  // n tiles, o tiles
 };
 
-// Output plane: rows n (n0 + 0..63), columns o (o0 + 0..63 of group g); blockIdx.x = n_tile +
-// t0 * (o_tile + t1 * g). Shared tiles per chunk of 16 input channels: ls, us (lower, upper at
+// One step of an ascending first-index scan of max(hi - w, w - lo): the candidate replaces (best, code)
+// only when strictly larger; code is i for the "hi - w" side (which also wins a tie between the two
+// sides), ~i for "w - lo". y_U scans with (hi, lo) = (u, l), y_L with (hi, lo) = (l, u).
+template <typename T>
+__device__ __forceinline__ void bound_scan_step(T hi, T lo, T w, int32_t i, T& best, int32_t& code) {
+  const T pos = hi - w, neg = w - lo;
+  const bool is_pos = pos >= neg;
+  const T cand = is_pos ? pos : neg;
+  if (cand > best) {
+    best = cand;
+    code = is_pos ? i : ~i;
+  }
+}
+
+// Output plane: rows n (n0 + 0..63), columns o (o0 + 0..63 of group g), laid out by FwdTile
+// (common.cuh). Shared tiles per chunk of 16 input channels: ls, us (lower, upper at
 // [n0 + c, g*CI_g + k0 + k]) and ws (w[g*CO_g + o0 + c, k0 + k]). Padded indices have
 // l = u = w = 0: both candidates are 0, which never beats the running maxima (they start at 0 and
 // only a strictly larger value replaces them).
@@ -46,95 +60,55 @@ __global__ void __launch_bounds__(kThreads) bound_inf_dist_fwd_kernel(const T* _
                                                                        int32_t* __restrict__ a_lo,
                                                                        int32_t* __restrict__ a_up, BoundShape sh) {
   __shared__ SmemTile<T> ls, us, ws;
-  int64_t nt, ot, g;
-  split3(blockIdx.x, sh.t0, sh.t1, nt, ot, g);
-  const int64_t n0 = nt * kTile;
-  const int o0 = static_cast<int>(ot) * kTile;
-  const int orows = min(kTile, sh.CO_g - o0);
-  const ChannelRowsLoader<T> ll(lo, sh.N, sh.HW, sh.CI, g * sh.CI_g, sh.CI_g, n0);
-  const ChannelRowsLoader<T> ul(up, sh.N, sh.HW, sh.CI, g * sh.CI_g, sh.CI_g, n0);
+  const FwdTile tile(sh);
+  const ChannelRowsLoader<T> ll(lo, sh.N, sh.HW, sh.CI, tile.g * sh.CI_g, sh.CI_g, tile.n0);
+  const ChannelRowsLoader<T> ul(up, sh.N, sh.HW, sh.CI, tile.g * sh.CI_g, sh.CI_g, tile.n0);
   const ThreadMap tm(sh.HW > 1);
 
   T mu[kReg][kReg], ml[kReg][kReg];
   int32_t cu[kReg][kReg], cl[kReg][kReg];
-#pragma unroll
-  for (int m = 0; m < kReg; ++m)
-#pragma unroll
-    for (int j = 0; j < kReg; ++j) {
-      mu[m][j] = ml[m][j] = T(0);
-      cu[m][j] = 0;
-      cl[m][j] = INT32_MIN;
-    }
+  fill_regs(mu, T(0));
+  fill_regs(ml, T(0));
+  fill_regs(cu, 0);
+  fill_regs(cl, INT32_MIN);
 
   for (int k0 = 0; k0 < sh.CI_g; k0 += kBK) {
     ll.load(ls, k0);
     ul.load(us, k0);
-    load_w_along_k(ws, w, g * sh.CO_g + o0, orows, sh.CI_g, k0, sh.CI_g);
+    tile.load_w(ws, w, sh, k0);
     __syncthreads();
 #pragma unroll 4
     for (int k = 0; k < kBK; ++k) {
       const int32_t i = k0 + k;
       T l[kReg], u[kReg], b[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) {
-        l[m] = ls[k][tm.row + 16 * m];
-        u[m] = us[k][tm.row + 16 * m];
-      }
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) b[j] = ws[k][tm.col + 16 * j];
+      load_frag(l, ls[k], tm.row);
+      load_frag(u, us[k], tm.row);
+      load_frag(b, ws[k], tm.col);
 #pragma unroll
       for (int m = 0; m < kReg; ++m)
 #pragma unroll
         for (int j = 0; j < kReg; ++j) {
-          // Upper bound candidate: max(u - w, w - l).
-          const T up_pos = u[m] - b[j], up_neg = b[j] - l[m];
-          const bool up_is_pos = up_pos >= up_neg;
-          const T cand_u = up_is_pos ? up_pos : up_neg;
-          if (cand_u > mu[m][j]) {
-            mu[m][j] = cand_u;
-            cu[m][j] = up_is_pos ? i : ~i;
-          }
-          // Lower bound candidate: max(l - w, w - u).
-          const T lo_pos = l[m] - b[j], lo_neg = b[j] - u[m];
-          const bool lo_is_pos = lo_pos >= lo_neg;
-          const T cand_l = lo_is_pos ? lo_pos : lo_neg;
-          if (cand_l > ml[m][j]) {
-            ml[m][j] = cand_l;
-            cl[m][j] = lo_is_pos ? i : ~i;
-          }
+          bound_scan_step(u[m], l[m], b[j], i, mu[m][j], cu[m][j]);  // upper: max(u - w, w - l)
+          bound_scan_step(l[m], u[m], b[j], i, ml[m][j], cl[m][j]);  // lower: max(l - w, w - u)
         }
     }
     __syncthreads();
   }
 
-#pragma unroll
-  for (int m = 0; m < kReg; ++m) {
-    const int64_t n = n0 + tm.row + 16 * m;
-    if (n >= sh.N) continue;
-    const int64_t base = row_base(n, sh.HW, sh.CO) + (g * sh.CO_g) * sh.HW;
-#pragma unroll
-    for (int j = 0; j < kReg; ++j) {
-      const int o = o0 + tm.col + 16 * j;
-      if (o >= sh.CO_g) continue;
-      const int64_t off = base + static_cast<int64_t>(o) * sh.HW;
-      y_lo[off] = ml[m][j];
-      y_up[off] = mu[m][j];
-      a_lo[off] = cl[m][j];
-      a_up[off] = cu[m][j];
-    }
-  }
+  tile.for_each_output(sh, tm, [&](int m, int j, int64_t off) {
+    y_lo[off] = ml[m][j];
+    y_up[off] = mu[m][j];
+    a_lo[off] = cl[m][j];
+    a_up[off] = cu[m][j];
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bound_inf_dist_forward_cuda(const at::Tensor& lower,
                                                                                        const at::Tensor& upper,
                                                                                        const at::Tensor& w,
                                                                                        int64_t groups) {
-  TORCH_CHECK(lower.defined() && lower.is_cuda(), "certcore.bound_inf_dist (CUDA): lower must be a CUDA tensor");
+  const at::ScalarType dt = check_leading_float_tensor(lower, "certcore.bound_inf_dist (CUDA)", "lower", 3);
   const c10::Device dev = lower.device();
-  const at::ScalarType dt = lower.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble,
-              "certcore.bound_inf_dist (CUDA): lower must be float32 or float64, got ", dt);
-  check_float_tensor(lower, "lower", dev, 3, dt);
   check_float_tensor(upper, "upper", dev, 3, dt);
   check_float_tensor(w, "w", dev, 2, dt);
   TORCH_CHECK(upper.sizes() == lower.sizes(), "certcore.bound_inf_dist: lower and upper shapes differ: ",
@@ -180,12 +154,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bound_inf_dist_forwar
 std::tuple<at::Tensor, at::Tensor, at::Tensor> bound_inf_dist_backward_cuda(
     const at::Tensor& grad_y_lower_in, const at::Tensor& grad_y_upper_in, const at::Tensor& arg_lower,
     const at::Tensor& arg_upper, const at::Tensor& w, int64_t CI, int64_t groups, std::array<bool, 3> output_mask) {
-  TORCH_CHECK(w.defined() && w.is_cuda(), "certcore.bound_inf_dist backward (CUDA): w must be a CUDA tensor");
+  const at::ScalarType dt = check_leading_float_tensor(w, "certcore.bound_inf_dist backward (CUDA)", "w", 2);
   const c10::Device dev = w.device();
-  const at::ScalarType dt = w.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble,
-              "certcore.bound_inf_dist backward (CUDA): w must be float32 or float64, got ", dt);
-  check_float_tensor(w, "w", dev, 2, dt);
   check_int32_tensor(arg_upper, "arg_upper", dev);
   check_int32_tensor(arg_lower, "arg_lower", dev);
   TORCH_CHECK(groups >= 1, "certcore.bound_inf_dist backward: groups must be >= 1, got ", groups);
@@ -226,17 +196,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> bound_inf_dist_backward_cuda(
     T* dl = want_lo ? grad_lo.data_ptr<T>() : nullptr;
     T* du = want_up ? grad_up.data_ptr<T>() : nullptr;
     // y_U: code i -> +g to upper (u_i - w_i); code ~i -> -g to lower (w_i - l_i).
-    ArgStream<T> s_up;
-    s_up.arg = arg_upper.data_ptr<int32_t>();
-    s_up.grad = g_up.data_ptr<T>();
-    s_up.pos = du;
-    s_up.neg = dl;
+    const ArgStream<T> s_up{.arg = arg_upper.data_ptr<int32_t>(), .grad = g_up.data_ptr<T>(), .pos = du, .neg = dl};
     // y_L: code i -> +g to lower (l_i - w_i); code ~i -> -g to upper (w_i - u_i).
-    ArgStream<T> s_lo;
-    s_lo.arg = arg_lower.data_ptr<int32_t>();
-    s_lo.grad = g_lo.data_ptr<T>();
-    s_lo.pos = dl;
-    s_lo.neg = du;
+    const ArgStream<T> s_lo{.arg = arg_lower.data_ptr<int32_t>(), .grad = g_lo.data_ptr<T>(), .pos = dl, .neg = du};
     launch_argmax_scatter<T>(s_up, s_lo, 2, sh, want_lo || want_up, want_w ? grad_w.data_ptr<T>() : nullptr, opts,
                              stream);
   });

@@ -1,4 +1,4 @@
-// Shared building blocks of certcore's CUDA kernels (norm_dist.cu, bound_inf_dist.cu).
+// Shared building blocks of certcore's CUDA kernels (norm_dist.cu, norm_dist_backward.cu, bound_inf_dist.cu).
 //
 // Layout conventions (see csrc/certcore.cpp): x, lower, upper, grad_x: (B, CI, HW); w: (CO, CI_g);
 // y, grad_y, argmax: (B, CO, HW); groups G, CI_g = CI / G, CO_g = CO / G; output channel o of group g
@@ -26,6 +26,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace certcore::cuda {
 
@@ -75,6 +76,41 @@ __device__ __forceinline__ int64_t row_base(int64_t n, int64_t HW, int64_t C) {
   if (HW == 1) return n * C;
   const int64_t b = n / HW;
   return b * C * HW + (n - b * HW);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Register tiles: a thread's kReg x kReg outputs (m, j) and the kReg-element fragments of a shared
+// tile row that it combines, fully unrolled (compile-time indices, so everything stays in registers).
+// ---------------------------------------------------------------------------------------------
+
+// r[m][j] = v for all m, j < kReg.
+template <typename T>
+__device__ __forceinline__ void fill_regs(T (&r)[kReg][kReg], std::type_identity_t<T> v) {
+#pragma unroll
+  for (int m = 0; m < kReg; ++m)
+#pragma unroll
+    for (int j = 0; j < kReg; ++j) r[m][j] = v;
+}
+
+// frag[m] = row[first + 16*m], m < kReg: the thread's elements of one row k of a shared tile
+// (first = tm.row or tm.col).
+template <typename T>
+__device__ __forceinline__ void load_frag(T (&frag)[kReg], const T (&row)[kLd], int first) {
+#pragma unroll
+  for (int m = 0; m < kReg; ++m) frag[m] = row[first + 16 * m];
+}
+
+// For one reduction index k: loads a[m] = rows[tm.row + 16m] and b[j] = cols[tm.col + 16j] (all a
+// first, then all b), then calls f(m, j, a[m], b[j]) for m, j < kReg in row-major order.
+template <typename T, class F>
+__device__ __forceinline__ void for_each_pair(const T (&rows)[kLd], const T (&cols)[kLd], const ThreadMap& tm, F f) {
+  T a[kReg], b[kReg];
+  load_frag(a, rows, tm.row);
+  load_frag(b, cols, tm.col);
+#pragma unroll
+  for (int m = 0; m < kReg; ++m)
+#pragma unroll
+    for (int j = 0; j < kReg; ++j) f(m, j, a[m], b[j]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,6 +237,52 @@ __device__ __forceinline__ void load_w_along_rows(SmemTile<T>& tile, const T* __
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Block context of the forward kernels (norm_dist.cu, bound_inf_dist.cu). Output plane: rows n
+// (n0 + 0..63), columns o (o0 + 0..63 within group g); blockIdx.x = n_tile + t0 * (o_tile + t1 * g).
+// The reduction runs over the group's CI_g input channels in chunks of kBK, the (B, CI, HW) inputs
+// staged by ChannelRowsLoader(src, N, HW, CI, g*CI_g, CI_g, n0). With tm = ThreadMap(HW > 1)
+// (rows fast, for coalesced stores along s), thread (tm.row, tm.col) owns the outputs
+// (n0 + tm.row + 16m, o0 + tm.col + 16j), m, j < kReg. S is the kernel's shape struct (members N, HW,
+// CI, CO, CI_g, CO_g, t0, t1).
+// ---------------------------------------------------------------------------------------------
+struct FwdTile {
+  int64_t n0, g;
+  int o0, orows;  // orows: output channels of the tile inside the group (<= kTile)
+
+  template <class S>
+  __device__ __forceinline__ explicit FwdTile(const S& sh) {
+    int64_t nt, ot;
+    split3(blockIdx.x, sh.t0, sh.t1, nt, ot, g);
+    n0 = nt * kTile;
+    o0 = static_cast<int>(ot) * kTile;
+    orows = min(kTile, sh.CO_g - o0);
+  }
+
+  // ws[k][c] = w[g*CO_g + o0 + c, k0 + k] of the (CO, CI_g) weight.
+  template <typename T, class S>
+  __device__ __forceinline__ void load_w(SmemTile<T>& ws, const T* __restrict__ w, const S& sh, int k0) const {
+    load_w_along_k(ws, w, g * sh.CO_g + o0, orows, sh.CI_g, k0, sh.CI_g);
+  }
+
+  // Calls f(m, j, offset of y[n, g*CO_g + o]) for each of the thread's outputs inside the problem
+  // (y is (B, CO, HW)).
+  template <class S, class F>
+  __device__ __forceinline__ void for_each_output(const S& sh, const ThreadMap& tm, F f) const {
+#pragma unroll
+    for (int m = 0; m < kReg; ++m) {
+      const int64_t n = n0 + tm.row + 16 * m;
+      if (n >= sh.N) continue;
+      const int64_t base = row_base(n, sh.HW, sh.CO) + (g * sh.CO_g) * sh.HW;
+#pragma unroll
+      for (int j = 0; j < kReg; ++j) {
+        const int o = o0 + tm.col + 16 * j;
+        if (o < sh.CO_g) f(m, j, base + static_cast<int64_t>(o) * sh.HW);
+      }
+    }
+  }
+};
+
 // For reductions over n (grad_w): tile[k][c] = op(src[b, cofs + c, s]) with (b, s) = divmod(nk + k, HW):
 // rows are n, columns channels. Zero where nk + k >= n_end or c >= cols.
 // HW > 1: consecutive threads read consecutive n; each thread owns row k = t % 16, whose (b, s) is
@@ -300,6 +382,36 @@ struct ArgShape {
   int CI_g, CO_g, G;
 };
 
+// One batch of up to 32 outputs of each stream, one per lane (lanes >= cnt have none): lane l < cnt
+// reads its (code, g) pairs at offset `off`, then the pairs are broadcast in lane order j = 0 ..
+// cnt-1 (streams in order within each j), and for a code naming an input index i < CI_g the lane
+// with i % 32 == lane calls f(q, i, is_neg, g) (q: the stream, is_neg: the code was ~i).
+template <typename T, int kStreams, class F>
+__device__ __forceinline__ void argmax_warp_batch(const ArgStream<T> (&st)[2], int lane, int cnt, int64_t off, int CI_g,
+                                                  F f) {
+  int32_t code[kStreams];
+  T gv[kStreams];
+#pragma unroll
+  for (int q = 0; q < kStreams; ++q) {
+    code[q] = INT32_MIN;
+    gv[q] = T(0);
+    if (lane < cnt) {
+      code[q] = st[q].arg[off];
+      gv[q] = st[q].grad[off];
+    }
+  }
+  for (int j = 0; j < cnt; ++j) {
+#pragma unroll
+    for (int q = 0; q < kStreams; ++q) {
+      const int32_t c = __shfl_sync(0xffffffffu, code[q], j);
+      const T v = __shfl_sync(0xffffffffu, gv[q], j);
+      const bool is_neg = c < 0;
+      const int32_t i = is_neg ? ~c : c;  // >= 0; INT32_MIN -> INT32_MAX (out of range)
+      if (i < CI_g && (i % kWarp) == lane) f(q, i, is_neg, v);
+    }
+  }
+}
+
 // One warp per (n, g): grad_in[b, g*CI_g + i, s] += (+-) g[b, g*CO_g + o, s] for o = 0 .. CO_g-1.
 // The (B, CI, HW) outputs must be zero-initialised.
 template <typename T, int kStreams>
@@ -313,31 +425,11 @@ __global__ void __launch_bounds__(kThreads) argmax_scatter_input_kernel(ArgStrea
   const ArgStream<T> st[2] = {s0, s1};
   for (int o0 = 0; o0 < sh.CO_g; o0 += kWarp) {
     const int cnt = min(kWarp, sh.CO_g - o0);
-    int32_t code[kStreams];
-    T gv[kStreams];
-#pragma unroll
-    for (int q = 0; q < kStreams; ++q) {
-      code[q] = INT32_MIN;
-      gv[q] = T(0);
-      if (lane < cnt) {
-        const int64_t off = out_base + static_cast<int64_t>(o0 + lane) * sh.HW;
-        code[q] = st[q].arg[off];
-        gv[q] = st[q].grad[off];
-      }
-    }
-    for (int j = 0; j < cnt; ++j) {
-#pragma unroll
-      for (int q = 0; q < kStreams; ++q) {
-        const int32_t c = __shfl_sync(0xffffffffu, code[q], j);
-        const T v = __shfl_sync(0xffffffffu, gv[q], j);
-        const bool is_neg = c < 0;
-        const int32_t i = is_neg ? ~c : c;  // >= 0; INT32_MIN -> INT32_MAX (out of range)
-        if (i < sh.CI_g && (i % kWarp) == lane) {
-          T* dst = is_neg ? st[q].neg : st[q].pos;
-          if (dst != nullptr) dst[in_base + static_cast<int64_t>(i) * sh.HW] += is_neg ? -v : v;
-        }
-      }
-    }
+    const int64_t off = lane < cnt ? out_base + static_cast<int64_t>(o0 + lane) * sh.HW : 0;
+    argmax_warp_batch<T, kStreams>(st, lane, cnt, off, sh.CI_g, [&](int q, int32_t i, bool is_neg, T v) {
+      T* dst = is_neg ? st[q].neg : st[q].pos;
+      if (dst != nullptr) dst[in_base + static_cast<int64_t>(i) * sh.HW] += is_neg ? -v : v;
+    });
   }
 }
 
@@ -356,29 +448,9 @@ __global__ void __launch_bounds__(kThreads) argmax_scatter_weight_kernel(ArgStre
   const ArgStream<T> st[2] = {s0, s1};
   for (int64_t n0 = n_begin; n0 < n_end; n0 += kWarp) {
     const int cnt = n_end - n0 < kWarp ? static_cast<int>(n_end - n0) : kWarp;
-    int32_t code[kStreams];
-    T gv[kStreams];
-    int64_t off = 0;
-    if (lane < cnt) off = row_base(n0 + lane, sh.HW, sh.CO) + o * sh.HW;
-#pragma unroll
-    for (int q = 0; q < kStreams; ++q) {
-      code[q] = INT32_MIN;
-      gv[q] = T(0);
-      if (lane < cnt) {
-        code[q] = st[q].arg[off];
-        gv[q] = st[q].grad[off];
-      }
-    }
-    for (int j = 0; j < cnt; ++j) {
-#pragma unroll
-      for (int q = 0; q < kStreams; ++q) {
-        const int32_t c = __shfl_sync(0xffffffffu, code[q], j);
-        const T v = __shfl_sync(0xffffffffu, gv[q], j);
-        const bool is_neg = c < 0;
-        const int32_t i = is_neg ? ~c : c;
-        if (i < sh.CI_g && (i % kWarp) == lane) dst[i] += is_neg ? v : -v;
-      }
-    }
+    const int64_t off = lane < cnt ? row_base(n0 + lane, sh.HW, sh.CO) + o * sh.HW : 0;
+    argmax_warp_batch<T, kStreams>(st, lane, cnt, off, sh.CI_g,
+                                   [&](int, int32_t i, bool is_neg, T v) { dst[i] += is_neg ? v : -v; });
   }
 }
 
@@ -470,6 +542,17 @@ inline void check_float_tensor(const at::Tensor& t, const char* name, c10::Devic
                                at::ScalarType dtype) {
   check_cuda_tensor(t, name, device, dim);
   TORCH_CHECK(t.scalar_type() == dtype, "certcore: ", name, " has dtype ", t.scalar_type(), ", expected ", dtype);
+}
+
+// The leading tensor of an op, whose device and dtype the other arguments must share: a defined CUDA
+// tensor of dtype float32 or float64, then check_float_tensor(t, name, t.device(), dim, dtype). `op`
+// prefixes the first two messages (e.g. "certcore.norm_dist (CUDA)"). Returns the dtype.
+inline at::ScalarType check_leading_float_tensor(const at::Tensor& t, const char* op, const char* name, int64_t dim) {
+  TORCH_CHECK(t.defined() && t.is_cuda(), op, ": ", name, " must be a CUDA tensor");
+  const at::ScalarType dt = t.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, op, ": ", name, " must be float32 or float64, got ", dt);
+  check_float_tensor(t, name, t.device(), dim, dt);
+  return dt;
 }
 
 inline void check_int32_tensor(const at::Tensor& t, const char* name, c10::Device device) {

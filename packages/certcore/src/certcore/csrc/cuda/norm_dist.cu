@@ -38,72 +38,41 @@ namespace {
 using namespace norm_dist_detail;
 
 // ---------------------------------------------------------------------------------------------
-// Forward kernels. Output plane: rows n (tile n0 + 0..63), columns o (o0 + 0..63 within group g);
-// blockIdx.x = n_tile + t0 * (o_tile + t1 * g). Shared tiles per reduction chunk k0..k0+15:
+// Forward kernels. Output plane: rows n (tile n0 + 0..63), columns o (o0 + 0..63 within group g),
+// laid out by FwdTile (common.cuh). Shared tiles per reduction chunk k0..k0+15:
 //   xs[k][c] = x[n0 + c, channel g*CI_g + k0 + k],  ws[k][c] = w[g*CO_g + o0 + c, k0 + k].
-// Thread (row, col) owns outputs (n0 + row + 16m, o0 + col + 16j), m, j < 4.
+// Thread (row, col) owns outputs (n0 + row + 16m, o0 + col + 16j), m, j < 4; for each k it combines
+// a = xs[k][row + 16m] with b = ws[k][col + 16j] (for_each_pair), t = a - b.
 // ---------------------------------------------------------------------------------------------
-
-// Calls f(m, j, offset of y[n, g*CO_g + o]) for each of the thread's outputs inside the problem.
-template <class F>
-__device__ __forceinline__ void for_each_output(const Shape& sh, int64_t n0, int o0, int64_t g, const ThreadMap& tm,
-                                                F f) {
-#pragma unroll
-  for (int m = 0; m < kReg; ++m) {
-    const int64_t n = n0 + tm.row + 16 * m;
-    if (n >= sh.N) continue;
-    const int64_t base = row_base(n, sh.HW, sh.CO) + (g * sh.CO_g) * sh.HW;
-#pragma unroll
-    for (int j = 0; j < kReg; ++j) {
-      const int o = o0 + tm.col + 16 * j;
-      if (o < sh.CO_g) f(m, j, base + static_cast<int64_t>(o) * sh.HW);
-    }
-  }
-}
 
 // Integer p = P: acc = sum_i |t_i|^P, y = acc^(1/P).
 template <typename T, int P>
 __global__ void __launch_bounds__(kThreads) norm_dist_fwd_int_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                                       T* __restrict__ y, Shape sh) {
   __shared__ SmemTile<T> xs, ws;
-  int64_t nt, ot, g;
-  split3(blockIdx.x, sh.t0, sh.t1, nt, ot, g);
-  const int64_t n0 = nt * kTile;
-  const int o0 = static_cast<int>(ot) * kTile;
-  const int orows = min(kTile, sh.CO_g - o0);
-  const ChannelRowsLoader<T> xl(x, sh.N, sh.HW, sh.CI, g * sh.CI_g, sh.CI_g, n0);
+  const FwdTile tile(sh);
+  const ChannelRowsLoader<T> xl(x, sh.N, sh.HW, sh.CI, tile.g * sh.CI_g, sh.CI_g, tile.n0);
   const ThreadMap tm(sh.HW > 1);
 
   T acc[kReg][kReg];
-#pragma unroll
-  for (int m = 0; m < kReg; ++m)
-#pragma unroll
-    for (int j = 0; j < kReg; ++j) acc[m][j] = T(0);
+  fill_regs(acc, T(0));
 
   for (int k0 = 0; k0 < sh.CI_g; k0 += kBK) {
     xl.load(xs, k0);
-    load_w_along_k(ws, w, g * sh.CO_g + o0, orows, sh.CI_g, k0, sh.CI_g);
+    tile.load_w(ws, w, sh, k0);
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < kBK; ++k) {
-      T a[kReg], b[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) a[m] = xs[k][tm.row + 16 * m];
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) b[j] = ws[k][tm.col + 16 * j];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m)
-#pragma unroll
-        for (int j = 0; j < kReg; ++j) {
-          const T t = a[m] - b[j];
-          // even P: t^P = |t|^P without the abs.
-          acc[m][j] += pown<P>(P % 2 == 0 ? t : fabs(t));
-        }
+      for_each_pair(xs[k], ws[k], tm, [&](int m, int j, T a, T b) {
+        const T t = a - b;
+        // even P: t^P = |t|^P without the abs.
+        acc[m][j] += pown<P>(P % 2 == 0 ? t : fabs(t));
+      });
     }
     __syncthreads();
   }
 
-  for_each_output(sh, n0, o0, g, tm, [&](int m, int j, int64_t off) {
+  tile.for_each_output(sh, tm, [&](int m, int j, int64_t off) {
     const T a = acc[m][j];
     T v;
     if constexpr (P == 1) {
@@ -126,23 +95,18 @@ __global__ void __launch_bounds__(kThreads) norm_dist_fwd_general_kernel(const T
                                                                           const T* __restrict__ w, T* __restrict__ y,
                                                                           Shape sh, T p) {
   __shared__ SmemTile<T> xs, ws;
-  int64_t nt, ot, g;
-  split3(blockIdx.x, sh.t0, sh.t1, nt, ot, g);
-  const int64_t n0 = nt * kTile;
-  const int o0 = static_cast<int>(ot) * kTile;
-  const int orows = min(kTile, sh.CO_g - o0);
-  const ChannelRowsLoader<T> xl(x, sh.N, sh.HW, sh.CI, g * sh.CI_g, sh.CI_g, n0);
+  const FwdTile tile(sh);
+  const ChannelRowsLoader<T> xl(x, sh.N, sh.HW, sh.CI, tile.g * sh.CI_g, sh.CI_g, tile.n0);
   const ThreadMap tm(sh.HW > 1);
 
   T mx[kReg][kReg], acc[kReg][kReg], rcp[kReg][kReg];
-#pragma unroll
-  for (int m = 0; m < kReg; ++m)
-#pragma unroll
-    for (int j = 0; j < kReg; ++j) mx[m][j] = acc[m][j] = rcp[m][j] = T(0);
+  fill_regs(mx, T(0));
+  fill_regs(acc, T(0));
+  fill_regs(rcp, T(0));
 
   for (int k0 = 0; k0 < sh.CI_g; k0 += kBK) {
     xl.load(xs, k0);
-    load_w_along_k(ws, w, g * sh.CO_g + o0, orows, sh.CI_g, k0, sh.CI_g);
+    tile.load_w(ws, w, sh, k0);
     __syncthreads();
 
     // Pass 1: the chunk's maximum of |t| joins the running maximum.
@@ -153,19 +117,11 @@ __global__ void __launch_bounds__(kThreads) norm_dist_fwd_general_kernel(const T
       for (int j = 0; j < kReg; ++j) nm[m][j] = mx[m][j];
 #pragma unroll 4
     for (int k = 0; k < kBK; ++k) {
-      T a[kReg], b[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) a[m] = xs[k][tm.row + 16 * m];
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) b[j] = ws[k][tm.col + 16 * j];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m)
-#pragma unroll
-        for (int j = 0; j < kReg; ++j) {
-          // NaN-propagating max: a NaN |t| sticks (y is NaN then, as in the reference).
-          const T at = fabs(a[m] - b[j]);
-          nm[m][j] = (at > nm[m][j] || at != at) ? at : nm[m][j];
-        }
+      for_each_pair(xs[k], ws[k], tm, [&](int m, int j, T a, T b) {
+        // NaN-propagating max: a NaN |t| sticks (y is NaN then, as in the reference).
+        const T at = fabs(a - b);
+        nm[m][j] = (at > nm[m][j] || at != at) ? at : nm[m][j];
+      });
     }
     // Rescale the accumulated sum to the new maximum (mx = 0 -> factor 2^-inf = 0, and acc = 0 anyway).
 #pragma unroll
@@ -182,22 +138,16 @@ __global__ void __launch_bounds__(kThreads) norm_dist_fwd_general_kernel(const T
     // exp2/log2 per step are enough, full unrolling only makes the kernel spill.)
 #pragma unroll 1
     for (int k = 0; k < kBK; ++k) {
-      T a[kReg], b[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) a[m] = xs[k][tm.row + 16 * m];
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) b[j] = ws[k][tm.col + 16 * j];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m)
-#pragma unroll
-        for (int j = 0; j < kReg; ++j) acc[m][j] += dev_exp2(p * dev_log2(fabs(a[m] - b[j]) * rcp[m][j]));
+      for_each_pair(xs[k], ws[k], tm, [&](int m, int j, T a, T b) {
+        acc[m][j] += dev_exp2(p * dev_log2(fabs(a - b) * rcp[m][j]));
+      });
     }
     __syncthreads();
   }
 
   // m = inf (an infinite difference) gives y = inf, m = NaN gives NaN (acc may be NaN in both cases).
   const T inv_p = T(1) / p;
-  for_each_output(sh, n0, o0, g, tm, [&](int m, int j, int64_t off) {
+  tile.for_each_output(sh, tm, [&](int m, int j, int64_t off) {
     const T mv = mx[m][j];
     y[off] = (isnan(mv) || isinf(mv)) ? mv : (mv > T(0) ? mv * dev_pow(acc[m][j], inv_p) : T(0));
   });
@@ -213,51 +163,34 @@ __global__ void __launch_bounds__(kThreads) norm_dist_fwd_inf_kernel(const T* __
                                                                       T* __restrict__ y, int32_t* __restrict__ argmax,
                                                                       Shape sh) {
   __shared__ SmemTile<T> xs, ws;
-  int64_t nt, ot, g;
-  split3(blockIdx.x, sh.t0, sh.t1, nt, ot, g);
-  const int64_t n0 = nt * kTile;
-  const int o0 = static_cast<int>(ot) * kTile;
-  const int orows = min(kTile, sh.CO_g - o0);
-  const ChannelRowsLoader<T> xl(x, sh.N, sh.HW, sh.CI, g * sh.CI_g, sh.CI_g, n0);
+  const FwdTile tile(sh);
+  const ChannelRowsLoader<T> xl(x, sh.N, sh.HW, sh.CI, tile.g * sh.CI_g, sh.CI_g, tile.n0);
   const ThreadMap tm(sh.HW > 1);
 
   T mv[kReg][kReg];
   int32_t code[kReg][kReg];
-#pragma unroll
-  for (int m = 0; m < kReg; ++m)
-#pragma unroll
-    for (int j = 0; j < kReg; ++j) {
-      mv[m][j] = T(0);
-      code[m][j] = 0;
-    }
+  fill_regs(mv, T(0));
+  fill_regs(code, 0);
 
   for (int k0 = 0; k0 < sh.CI_g; k0 += kBK) {
     xl.load(xs, k0);
-    load_w_along_k(ws, w, g * sh.CO_g + o0, orows, sh.CI_g, k0, sh.CI_g);
+    tile.load_w(ws, w, sh, k0);
     __syncthreads();
 #pragma unroll
     for (int k = 0; k < kBK; ++k) {
       const int32_t i = k0 + k;
-      T a[kReg], b[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) a[m] = xs[k][tm.row + 16 * m];
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) b[j] = ws[k][tm.col + 16 * j];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m)
-#pragma unroll
-        for (int j = 0; j < kReg; ++j) {
-          const T t = a[m] - b[j];
-          const T at = fabs(t);
-          const bool gt = at > mv[m][j] || (at != at && mv[m][j] == mv[m][j]);
-          mv[m][j] = gt ? at : mv[m][j];
-          if constexpr (kArgmax) code[m][j] = gt ? (t >= T(0) ? i : ~i) : code[m][j];
-        }
+      for_each_pair(xs[k], ws[k], tm, [&](int m, int j, T a, T b) {
+        const T t = a - b;
+        const T at = fabs(t);
+        const bool gt = at > mv[m][j] || (at != at && mv[m][j] == mv[m][j]);
+        mv[m][j] = gt ? at : mv[m][j];
+        if constexpr (kArgmax) code[m][j] = gt ? (t >= T(0) ? i : ~i) : code[m][j];
+      });
     }
     __syncthreads();
   }
 
-  for_each_output(sh, n0, o0, g, tm, [&](int m, int j, int64_t off) {
+  tile.for_each_output(sh, tm, [&](int m, int j, int64_t off) {
     y[off] = mv[m][j];
     if constexpr (kArgmax) argmax[off] = code[m][j];
   });

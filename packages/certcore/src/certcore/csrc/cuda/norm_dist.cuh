@@ -47,13 +47,8 @@ struct Dims {
 };
 
 inline Dims check_norm_dist_inputs(const at::Tensor& x, const at::Tensor& w, double p, int64_t groups) {
-  TORCH_CHECK(x.defined() && x.is_cuda(), "certcore.norm_dist (CUDA): x must be a CUDA tensor");
-  const c10::Device dev = x.device();
-  const at::ScalarType dt = x.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "certcore.norm_dist (CUDA): x must be float32 or float64, got ",
-              dt);
-  check_float_tensor(x, "x", dev, 3, dt);
-  check_float_tensor(w, "w", dev, 2, dt);
+  const at::ScalarType dt = check_leading_float_tensor(x, "certcore.norm_dist (CUDA)", "x", 3);
+  check_float_tensor(w, "w", x.device(), 2, dt);
   TORCH_CHECK(p > 0.0, "certcore.norm_dist: p must be in (0, inf], got ", p);
   TORCH_CHECK(groups >= 1, "certcore.norm_dist: groups must be >= 1, got ", groups);
   Dims d{x.size(0), x.size(1), x.size(2), w.size(0), groups, 0, 0};

@@ -51,6 +51,33 @@ struct SafeReciprocal {
   __device__ __forceinline__ T operator()(T v) const { return v != T(0) ? T(1) / v : T(0); }
 };
 
+// One staged chunk of the reduction of both kernels: acc[m][j] += g_m * f((x - w) * r_m) over the kBK
+// indices k, with g_m = gs[k][tm.row + 16m] and r_m = rs[k][tm.row + 16m]. Of x and w, one is the
+// thread's register tile fixed[m][j] and the other is read from vs[k][tm.col + 16j]: x is fixed for
+// grad_x (kFixedIsX), w for grad_w.
+template <bool kFixedIsX, typename T, class SgnPow>
+__device__ __forceinline__ void accumulate_chunk(T (&acc)[kReg][kReg], const T (&fixed)[kReg][kReg],
+                                                 const SmemTile<T>& gs, const SmemTile<T>& rs, const SmemTile<T>& vs,
+                                                 const ThreadMap& tm, const SgnPow& f) {
+#pragma unroll SgnPow::kUnroll
+  for (int k = 0; k < kBK; ++k) {
+    T gm[kReg], rm[kReg], vj[kReg];
+#pragma unroll
+    for (int m = 0; m < kReg; ++m) {
+      gm[m] = gs[k][tm.row + 16 * m];
+      rm[m] = rs[k][tm.row + 16 * m];
+    }
+    load_frag(vj, vs[k], tm.col);
+#pragma unroll
+    for (int m = 0; m < kReg; ++m)
+#pragma unroll
+      for (int j = 0; j < kReg; ++j) {
+        const T t = kFixedIsX ? fixed[m][j] - vj[j] : vj[j] - fixed[m][j];  // x - w
+        acc[m][j] += gm[m] * f(t * rm[m]);
+      }
+  }
+}
+
 // grad_x. Output plane: rows n (n0 + 0..63), columns i (i0 + 0..63 of group g); blockIdx.x =
 // n_tile + t0 * (i_tile + t1 * g). Reduction over o in chunks of 16:
 //   gs[k][c] = gy[n0 + c, g*CO_g + k0 + k],  rs[k][c] = 1/y[same],  ws[k][c] = w[g*CO_g + k0 + k, i0 + c].
@@ -82,30 +109,16 @@ __global__ void __launch_bounds__(kThreads) norm_dist_bwd_input_kernel(const T* 
     for (int j = 0; j < kReg; ++j) {
       const int i = i0 + tm.col + 16 * j;
       xr[m][j] = (xb[m] >= 0 && i < sh.CI_g) ? x[xb[m] + static_cast<int64_t>(i) * sh.HW] : T(0);
-      acc[m][j] = T(0);
     }
   }
+  fill_regs(acc, T(0));
 
   for (int k0 = 0; k0 < sh.CO_g; k0 += kBK) {
     gl.load(gs, k0);
     yl.load(rs, k0, SafeReciprocal<T>{});
     load_w_along_rows(ws, w, static_cast<int64_t>(g) * sh.CO_g, sh.CO_g, k0, i0, icols, sh.CI_g);
     __syncthreads();
-#pragma unroll SgnPow::kUnroll
-    for (int k = 0; k < kBK; ++k) {
-      T gm[kReg], rm[kReg], wj[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) {
-        gm[m] = gs[k][tm.row + 16 * m];
-        rm[m] = rs[k][tm.row + 16 * m];
-      }
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) wj[j] = ws[k][tm.col + 16 * j];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m)
-#pragma unroll
-        for (int j = 0; j < kReg; ++j) acc[m][j] += gm[m] * f((xr[m][j] - wj[j]) * rm[m]);
-    }
+    accumulate_chunk<true>(acc, xr, gs, rs, ws, tm, f);
     __syncthreads();
   }
 
@@ -149,8 +162,8 @@ __global__ void __launch_bounds__(kThreads) norm_dist_bwd_weight_kernel(const T*
     for (int j = 0; j < kReg; ++j) {
       const int o = o0 + tm.row + 16 * m, i = i0 + tm.col + 16 * j;
       wr[m][j] = (o < sh.CO_g && i < sh.CI_g) ? w[(g * sh.CO_g + o) * sh.CI_g + i] : T(0);
-      acc[m][j] = T(0);
     }
+  fill_regs(acc, T(0));
 
   // (b, s) of this thread's row n = nk + t % 16 in the HW > 1 loaders.
   NCursor cur(n_begin + static_cast<int>(threadIdx.x) % kBK, sh.HW);
@@ -159,21 +172,7 @@ __global__ void __launch_bounds__(kThreads) norm_dist_bwd_weight_kernel(const T*
     load_n_rows(gs, gy, sh.HW, sh.CO, g * sh.CO_g + o0, ocols, nk, n_end, cur, Identity<T>{});
     load_n_rows(rs, y, sh.HW, sh.CO, g * sh.CO_g + o0, ocols, nk, n_end, cur, SafeReciprocal<T>{});
     __syncthreads();
-#pragma unroll SgnPow::kUnroll
-    for (int k = 0; k < kBK; ++k) {
-      T gm[kReg], rm[kReg], xj[kReg];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m) {
-        gm[m] = gs[k][tm.row + 16 * m];
-        rm[m] = rs[k][tm.row + 16 * m];
-      }
-#pragma unroll
-      for (int j = 0; j < kReg; ++j) xj[j] = xs[k][tm.col + 16 * j];
-#pragma unroll
-      for (int m = 0; m < kReg; ++m)
-#pragma unroll
-        for (int j = 0; j < kReg; ++j) acc[m][j] += gm[m] * f((xj[j] - wr[m][j]) * rm[m]);
-    }
+    accumulate_chunk<false>(acc, wr, gs, rs, xs, tm, f);
     __syncthreads();
     if (sh.HW > 1) cur.advance(sh.HW);
   }
