@@ -247,3 +247,27 @@ def test_nan_bounds_or_weights_are_errors() -> None:
 def test_bad_input_is_a_clear_error(lower, upper, w, groups, exc, match) -> None:
     with pytest.raises(exc, match=match):
         bound_inf_dist(lower, upper, w, groups=groups)
+
+
+@pytest.mark.parametrize("which", ["lower", "upper"])
+def test_raw_backward_rejects_codes_outside_the_input(which: str) -> None:
+    """torch.ops.certcore called directly with a corrupt argmax code: an error, never a stray write."""
+    import certcore
+
+    if certcore.backend("cpu")["bound_inf_dist"] != "cpu kernel":
+        pytest.skip("the C++ kernel's own check")
+    lower = torch.randn(2, 6, 3)
+    yl, yu, al, au = torch.ops.certcore.bound_inf_dist_forward(lower, lower + 1, torch.randn(4, 6), 1)
+    codes = {"lower": al, "upper": au}
+    codes[which] = torch.full_like(codes[which], ~6)  # "~i" with i = 6 = CI: one past the last input
+    with pytest.raises(RuntimeError, match="outside"):
+        torch.ops.certcore.bound_inf_dist_backward(
+            torch.ones_like(yl),
+            torch.ones_like(yu),
+            codes["lower"],
+            codes["upper"],
+            torch.randn(4, 6),
+            6,
+            1,
+            [True, True, True],
+        )

@@ -127,15 +127,15 @@ void bound_backward_impl(const Tensor& gl, const Tensor& gu, const Tensor& al, c
   const T* gU = gu.const_data_ptr<T>();
   const int32_t* aL = al.const_data_ptr<int32_t>();
   const int32_t* aU = au.const_data_ptr<int32_t>();
-  std::atomic<bool> bad_index{false};
-  // index of a code, or -1 (no index, or one outside [0, K): flagged)
-  auto index_of = [&](int32_t code) -> int64_t {
+  // k of a code naming an index k < K; -1 for kNoArg or an index outside [0, K) (then ok = false)
+  auto index_of = [K](int32_t code, bool& ok) -> int64_t {
     if (code == kNoArg) return -1;
     const int64_t k = arg_index(code);
     if (k < K) return k;
-    bad_index = true;
+    ok = false;
     return -1;
   };
+  bool ok = true;
   if (glo || gup) {
     T* pl = glo ? glo->data_ptr<T>() : nullptr;
     T* pu = gup ? gup->data_ptr<T>() : nullptr;
@@ -144,28 +144,32 @@ void bound_backward_impl(const Tensor& gl, const Tensor& gu, const Tensor& al, c
       T* side = code >= 0 ? plus : minus;
       if (side) side[at] += arg_signed(code, g);
     };
-    for_each_output_row_by_batch(B, CO, [&](int64_t b, int64_t o) {
+    ok &= for_each_output_row_by_batch(B, CO, [&](int64_t b, int64_t o) {
       const int64_t base_in = (b * CI + (o / N) * K) * HW;
+      bool row_ok = true;
       for (int64_t s = 0; s < HW; ++s) {
         const int64_t idx = (b * CO + o) * HW + s;
-        const int64_t ku = index_of(aU[idx]), kl = index_of(aL[idx]);
+        const int64_t ku = index_of(aU[idx], row_ok), kl = index_of(aL[idx], row_ok);
         if (ku >= 0) route(aU[idx], base_in + ku * HW + s, gU[idx], pu, pl);
         if (kl >= 0) route(aL[idx], base_in + kl * HW + s, gL[idx], pl, pu);
       }
+      return row_ok;
     });
   }
   if (gw) {
     T* pw = gw->data_ptr<T>();
-    for_each_output_row_by_channel(B, CO, [&](int64_t b, int64_t o) {
+    ok &= for_each_output_row_by_channel(B, CO, [&](int64_t b, int64_t o) {
+      bool row_ok = true;
       for (int64_t s = 0; s < HW; ++s) {
         const int64_t idx = (b * CO + o) * HW + s;
-        const int64_t ku = index_of(aU[idx]), kl = index_of(aL[idx]);
+        const int64_t ku = index_of(aU[idx], row_ok), kl = index_of(aL[idx], row_ok);
         if (ku >= 0) pw[o * K + ku] -= arg_signed(aU[idx], gU[idx]);
         if (kl >= 0) pw[o * K + kl] -= arg_signed(aL[idx], gL[idx]);
       }
+      return row_ok;
     });
   }
-  TORCH_CHECK(!bad_index.load(), "bound_inf_dist_backward: arg_lower/arg_upper hold an index outside [0, CI/groups)");
+  TORCH_CHECK(ok, "bound_inf_dist_backward: arg_lower/arg_upper hold an index outside [0, CI/groups)");
 }
 
 std::tuple<Tensor, Tensor, Tensor> bound_inf_dist_backward_cpu(const Tensor& grad_yl, const Tensor& grad_yu,

@@ -125,36 +125,24 @@ void backward_inf(const Tensor& gy, const Tensor& arg, const Dims& d, Tensor* gx
   const T* g = gy.const_data_ptr<T>();
   const int32_t* a = arg.const_data_ptr<int32_t>();
   const int64_t HW = d.HW, K = d.K;
-  std::atomic<bool> bad_index{false};
+  bool ok = true;
   if (gx) {
     T* out = gx->data_ptr<T>();
-    for_each_output_row_by_batch(d.B, d.CO, [&](int64_t b, int64_t o) {
-      T* dst = out + (b * d.CI + (o / d.N) * K) * HW;
-      const int64_t base = (b * d.CO + o) * HW;
-      for (int64_t s = 0; s < HW; ++s) {
-        const int64_t k = arg_index(a[base + s]);
-        if (k < K)
-          dst[k * HW + s] += arg_signed(a[base + s], g[base + s]);
-        else
-          bad_index = true;
-      }
+    const int64_t CI = d.CI, CO = d.CO, N = d.N;
+    ok &= for_each_output_row_by_batch(d.B, CO, [&](int64_t b, int64_t o) {
+      const int64_t row = (b * CO + o) * HW;
+      return scatter_row(a + row, g + row, out + (b * CI + (o / N) * K) * HW, HW, K, HW, 1, T(1));
     });
   }
   if (gw) {
     T* out = gw->data_ptr<T>();
-    for_each_output_row_by_channel(d.B, d.CO, [&](int64_t b, int64_t o) {
-      T* dst = out + o * K;
-      const int64_t base = (b * d.CO + o) * HW;
-      for (int64_t s = 0; s < HW; ++s) {
-        const int64_t k = arg_index(a[base + s]);
-        if (k < K)
-          dst[k] -= arg_signed(a[base + s], g[base + s]);
-        else
-          bad_index = true;
-      }
+    const int64_t CO = d.CO;
+    ok &= for_each_output_row_by_channel(d.B, CO, [&](int64_t b, int64_t o) {
+      const int64_t row = (b * CO + o) * HW;
+      return scatter_row(a + row, g + row, out + o * K, HW, K, 1, 0, T(-1));
     });
   }
-  TORCH_CHECK(!bad_index.load(), "norm_dist_backward: argmax holds an index outside [0, CI/groups)");
+  TORCH_CHECK(ok, "norm_dist_backward: argmax holds an index outside [0, CI/groups)");
 }
 
 // Finite p: pack x, w, grad_y and 1/y per group, then one fused pass per tile accumulating both

@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -236,26 +237,52 @@ inline T arg_signed(int32_t code, T g) {
   return code >= 0 ? g : -g;
 }
 
-// f(b, o) for every batch element b < B and output channel o < CO, in parallel over b: the scatters
-// into grad_x (rows of b) never write the same element from two threads.
+// The HW codes of one output row: dst[k * k_stride + s * s_stride] += scale * sign(code[s]) * g[s],
+// k = arg_index(code[s]), s < HW. Returns false where a code names an index k >= K (skipped).
+template <typename T>
+inline bool scatter_row(const int32_t* __restrict code, const T* __restrict g, T* __restrict dst, int64_t HW,
+                        int64_t K, int64_t k_stride, int64_t s_stride, T scale) {
+  bool ok = true;
+  for (int64_t s = 0; s < HW; ++s) {
+    const int64_t k = arg_index(code[s]);
+    if (k >= K) {
+      ok = false;
+      continue;
+    }
+    dst[k * k_stride + s * s_stride] += scale * arg_signed(code[s], g[s]);
+  }
+  return ok;
+}
+
+// ok = f(b, o) for every batch element b < B and output channel o < CO, in parallel over b: the
+// scatters into grad_x (rows of b) never write the same element from two threads. Returns whether
+// every call returned true.
 template <class F>
-void for_each_output_row_by_batch(int64_t B, int64_t CO, const F& f) {
+bool for_each_output_row_by_batch(int64_t B, int64_t CO, const F& f) {
+  std::atomic<bool> all_ok{true};
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    bool ok = true;
     for (int64_t b = b0; b < b1; ++b)
-      for (int64_t o = 0; o < CO; ++o) f(b, o);
+      for (int64_t o = 0; o < CO; ++o) ok &= f(b, o);
+    if (!ok) all_ok = false;
   });
+  return all_ok.load();
 }
 
 // The same in parallel over blocks of 8 output channels, each block walking b then o: the scatters
 // into grad_w (rows of o) stay in L1 and each cache line of grad_y and of the codes serves the block.
 template <class F>
-void for_each_output_row_by_channel(int64_t B, int64_t CO, const F& f) {
+bool for_each_output_row_by_channel(int64_t B, int64_t CO, const F& f) {
   constexpr int64_t OB = 8;
+  std::atomic<bool> all_ok{true};
   at::parallel_for(0, ceil_div(CO, OB), 1, [&](int64_t blk0, int64_t blk1) {
+    bool ok = true;
     for (int64_t ob = blk0 * OB; ob < std::min(CO, blk1 * OB); ob += OB)
       for (int64_t b = 0; b < B; ++b)
-        for (int64_t o = ob; o < std::min(CO, ob + OB); ++o) f(b, o);
+        for (int64_t o = ob; o < std::min(CO, ob + OB); ++o) ok &= f(b, o);
+    if (!ok) all_ok = false;
   });
+  return all_ok.load();
 }
 
 }  // namespace certcore::cpu
