@@ -8,6 +8,7 @@ from torch import nn
 
 from certcore.bounds import (
     Interval,
+    batchnorm_affine,
     interval_add,
     interval_batchnorm,
     interval_conv2d,
@@ -25,6 +26,23 @@ def rand_box(*shape, eps=0.1, seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(*shape, generator=gen, dtype=DT)
     return x, Interval.from_eps(x, eps)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_affine_is_the_eval_mode_layer(affine):
+    """scale·x + shift equals nn.BatchNorm2d in eval mode, with and without γ, β."""
+    bn = nn.BatchNorm2d(3, affine=affine).to(DT)
+    gen = torch.Generator().manual_seed(1)
+    bn.running_mean.copy_(torch.randn(3, generator=gen, dtype=DT))
+    bn.running_var.copy_(torch.rand(3, generator=gen, dtype=DT) + 0.5)
+    if affine:
+        with torch.no_grad():
+            bn.weight.copy_(torch.randn(3, generator=gen, dtype=DT))
+            bn.bias.copy_(torch.randn(3, generator=gen, dtype=DT))
+    x = torch.randn(2, 3, 4, 4, generator=gen, dtype=DT)
+    scale, shift = batchnorm_affine(bn, bn.running_mean, bn.running_var)
+    expected = bn.eval()(x)
+    torch.testing.assert_close(x * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1), expected)
 
 
 def test_batchnorm_train_uses_clean_batch_statistics_not_the_bounds():

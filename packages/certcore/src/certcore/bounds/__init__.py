@@ -16,6 +16,7 @@ so an IBP loss can be trained on. The single-layer rules (``interval_linear``, `
 from certcore.bounds.ibp import Residual, UnsupportedModuleError, ibp, register_rule, supported_types
 from certcore.bounds.interval import Interval
 from certcore.bounds.rules import (
+    batchnorm_affine,
     interval_add,
     interval_avgpool,
     interval_batchnorm,
@@ -36,6 +37,7 @@ __all__ = [
     "Interval",
     "Residual",
     "UnsupportedModuleError",
+    "batchnorm_affine",
     "certified",
     "ibp",
     "ibp_margin_lower",

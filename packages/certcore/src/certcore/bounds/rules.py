@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from certcore.bounds.interval import Interval
 
 __all__ = [
+    "batchnorm_affine",
     "interval_linear",
     "interval_conv2d",
     "interval_batchnorm",
@@ -102,6 +103,18 @@ def _batch_stats(clean: Tensor, n_channels: int) -> tuple[Tensor, Tensor]:
     return clean.mean(dim=dims), clean.var(dim=dims, unbiased=False)
 
 
+def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """BatchNorm with statistics (mean, var) as a per-channel affine map ``scale·x + shift``:
+    ``scale = γ/√(var+eps)``, ``shift = β − mean·scale`` (γ = 1, β = 0 without affine parameters)."""
+    scale = 1.0 / torch.sqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
 def interval_batchnorm(
     box: Interval, bn: nn.modules.batchnorm._BatchNorm, clean_input: Tensor | None = None
 ) -> Interval:
@@ -134,12 +147,7 @@ def interval_batchnorm(
     else:
         mean, var = bn.running_mean, bn.running_var
         _check_dtype(box, mean, f"{type(bn).__name__}.running_mean")
-    scale = 1.0 / torch.sqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
+    scale, shift = batchnorm_affine(bn, mean, var)
     view = (1, n) + (1,) * (box.lower.dim() - 2)
     return interval_elementwise_affine(box, scale.reshape(view), shift.reshape(view))
 

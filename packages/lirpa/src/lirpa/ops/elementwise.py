@@ -18,7 +18,7 @@ import operator
 import torch
 from torch import Tensor, nn
 
-from certcore.bounds import Interval
+from certcore.bounds import Interval, batchnorm_affine
 from lirpa.ops.base import LinearBound, Op, node_sum
 
 ADD_TARGETS = (operator.add, torch.add, "add", operator.iadd)
@@ -83,12 +83,7 @@ class ScaleShift(Op):
             mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
         else:
             mean, var = bn.running_mean, bn.running_var
-        scale = 1.0 / torch.sqrt(var + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        shift = -mean * scale
-        if bn.bias is not None:
-            shift = shift + bn.bias
+        scale, shift = batchnorm_affine(bn, mean, var)
         view = (1, bn.num_features) + (1,) * (x.dim() - 2)
         self.scale, self.shift = scale.reshape(view), shift.reshape(view)
 
