@@ -49,27 +49,36 @@ def check_batched(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must have a non-empty leading batch dimension, got shape {tuple(x.shape)}")
 
 
-def as_eps(eps: object, like: Tensor, name: str = "eps") -> Tensor:
-    """eps as a tensor on ``like``'s device and dtype, broadcastable to ``like``; eps >= 0, finite."""
-    if isinstance(eps, Tensor):
-        if not (eps.is_floating_point() or eps.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"{name} must be a float or a floating tensor, got dtype {eps.dtype}")
-        t = eps.to(device=like.device, dtype=like.dtype)
+def _as_tensor_like(value: object, like: Tensor, name: str, kinds: str, shape_hint: str = "") -> Tensor:
+    """A float, or a tensor broadcastable to ``like``, as a tensor on ``like``'s device and dtype; not NaN.
+
+    ``kinds`` names what ``value`` may be in the TypeError; ``shape_hint`` ends the shape error."""
+    if isinstance(value, Tensor):
+        t = value.to(device=like.device, dtype=like.dtype)
         try:
             shape = torch.broadcast_shapes(t.shape, like.shape)
         except RuntimeError:
             shape = None
         if shape != like.shape:
             raise ValueError(
-                f"{name} of shape {tuple(eps.shape)} must broadcast to the input shape {tuple(like.shape)} "
-                "(use a scalar, a per-sample (B, 1, ..., 1) tensor or a per-feature tensor)"
+                f"{name} of shape {tuple(value.shape)} must broadcast to the input shape {tuple(like.shape)}"
+                + shape_hint
             )
-    elif isinstance(eps, Real) and not isinstance(eps, bool):
-        t = torch.tensor(float(eps), device=like.device, dtype=like.dtype)
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        t = torch.tensor(float(value), device=like.device, dtype=like.dtype)
     else:
-        raise TypeError(f"{name} must be a float or a tensor, got {type(eps).__name__}")
+        raise TypeError(f"{name} must be {kinds}, got {type(value).__name__}")
     if t.numel() and bool(torch.isnan(t).any()):
         raise ValueError(f"{name} must not be NaN")
+    return t
+
+
+def as_eps(eps: object, like: Tensor, name: str = "eps") -> Tensor:
+    """eps as a tensor on ``like``'s device and dtype, broadcastable to ``like``; eps >= 0, finite."""
+    if isinstance(eps, Tensor) and not (eps.is_floating_point() or eps.dtype in (torch.int32, torch.int64)):
+        raise TypeError(f"{name} must be a float or a floating tensor, got dtype {eps.dtype}")
+    hint = " (use a scalar, a per-sample (B, 1, ..., 1) tensor or a per-feature tensor)"
+    t = _as_tensor_like(eps, like, name, "a float or a tensor", hint)
     if t.numel() and bool((t < 0).any()):
         raise ValueError(f"{name} must be >= 0, got minimum {float(t.min()):g}")
     if t.numel() and bool(torch.isinf(t).any()):
@@ -81,23 +90,7 @@ def as_bound(value: object, like: Tensor, name: str) -> Tensor | None:
     """A data-range bound (float or tensor broadcastable to ``like``) as a tensor, or None."""
     if value is None:
         return None
-    if isinstance(value, Tensor):
-        t = value.to(device=like.device, dtype=like.dtype)
-        try:
-            shape = torch.broadcast_shapes(t.shape, like.shape)
-        except RuntimeError:
-            shape = None
-        if shape != like.shape:
-            raise ValueError(
-                f"{name} of shape {tuple(value.shape)} must broadcast to the input shape {tuple(like.shape)}"
-            )
-    elif isinstance(value, Real) and not isinstance(value, bool):
-        t = torch.tensor(float(value), device=like.device, dtype=like.dtype)
-    else:
-        raise TypeError(f"{name} must be None, a float or a tensor, got {type(value).__name__}")
-    if t.numel() and bool(torch.isnan(t).any()):
-        raise ValueError(f"{name} must not be NaN")
-    return t
+    return _as_tensor_like(value, like, name, "None, a float or a tensor")
 
 
 def data_range(
