@@ -43,7 +43,22 @@ __all__ = [
 _Triplet = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
-class MeanShift(nn.Module):
+class _TripletLayer(nn.Module):
+    """A layer that maps a clean input and interval bounds (any of them None) in one ``propagate``
+    call; the forward pass and IBP's ``interval_forward`` are its two uses."""
+
+    def propagate(self, x: Tensor | None, lower: Tensor | None, upper: Tensor | None) -> _Triplet:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.propagate(x, None, None)[0]
+
+    def interval_forward(self, box: Interval) -> Interval:
+        _, lower, upper = self.propagate(None, box.lower, box.upper)
+        return Interval(lower, upper, check=False)
+
+
+class MeanShift(_TripletLayer):
     """BatchNorm without the variance: subtract the per-channel mean.
 
     Training: the mean over batch and spatial positions of the clean input (running mean updated
@@ -85,18 +100,11 @@ class MeanShift(nn.Module):
         mean = self._shift(x)
         return self._sub(x, mean), self._sub(lower, mean), self._sub(upper, mean)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.propagate(x, None, None)[0]
-
-    def interval_forward(self, box: Interval) -> Interval:
-        _, lower, upper = self.propagate(None, box.lower, box.upper)
-        return Interval(lower, upper, check=False)
-
     def extra_repr(self) -> str:
         return f"{self.num_features}, momentum={self.momentum}, affine={self.bias is not None}"
 
 
-class NormDistBase(nn.Module):
+class NormDistBase(_TripletLayer):
     """Shared part of the distance layers: weight ``(out, in/groups)``, ``p``, mean shift, bias.
 
     Works on ``(B, in_features, L)`` tensors. Weights are ``N(0, std²)``.
@@ -191,13 +199,6 @@ class NormDist(NormDistBase):
         out = self._propagate3d(*(None if z is None else z.unsqueeze(-1) for z in (x, lower, upper)))
         return tuple(None if z is None else z.squeeze(-1) for z in out)  # type: ignore[return-value]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.propagate(x, None, None)[0]
-
-    def interval_forward(self, box: Interval) -> Interval:
-        _, lower, upper = self.propagate(None, box.lower, box.upper)
-        return Interval(lower, upper, check=False)
-
     def extra_repr(self) -> str:
         s = f"in_features={self.in_features}, out_features={self.out_features}, p={self.p:g}"
         if self.groups != 1:
@@ -271,13 +272,6 @@ class NormDistConv(NormDistBase):
         h, w = self.output_size(ref.size(2), ref.size(3))
         out = self._propagate3d(*(None if z is None else self._unfold(z) for z in (x, lower, upper)))
         return tuple(None if z is None else z.reshape(z.size(0), -1, h, w) for z in out)  # type: ignore
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.propagate(x, None, None)[0]
-
-    def interval_forward(self, box: Interval) -> Interval:
-        _, lower, upper = self.propagate(None, box.lower, box.upper)
-        return Interval(lower, upper, check=False)
 
     def extra_repr(self) -> str:
         s = (
