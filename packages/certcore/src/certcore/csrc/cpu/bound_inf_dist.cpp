@@ -55,18 +55,18 @@ void bound_forward_impl(const Tensor& l, const Tensor& u, const Tensor& w, int64
                         Tensor& al, Tensor& au) {
   const KernelTable& kt = kernels();
   const Dims d = Dims::make(l.size(0), l.size(1), l.size(2), w.size(0), groups, kt.lanes<T>());
-  std::vector<T> lp(size_t(d.G * d.Mp * d.Kp)), up(size_t(d.G * d.Mp * d.Kp)), wp(size_t(d.G * d.Np * d.Kp));
-  std::vector<uint8_t> wbad(size_t(d.G * d.Np));
+  PackBuffer<T> lp(d.G * d.Mp * d.Kp), up(d.G * d.Mp * d.Kp), wp(d.G * d.Np * d.Kp);
+  PackBuffer<uint8_t> wbad(d.G * d.Np);
   pack_rows(l.const_data_ptr<T>(), d, lp.data(), nullptr);
   pack_rows(u.const_data_ptr<T>(), d, up.data(), nullptr);
   pack_weight(w.const_data_ptr<T>(), d, wp.data(), wbad.data());
   for (uint8_t b : wbad) TORCH_CHECK(!b, "bound_inf_dist_forward: w must be finite (it holds NaN or infinity)");
   {
     std::atomic<bool> bad{false};
-    const int64_t n = int64_t(lp.size());
+    const int64_t n = lp.size();
     at::parallel_for(0, n, 1 << 14, [&](int64_t b, int64_t e) {
       bool local = false;
-      for (int64_t i = b; i < e; ++i) local |= !(lp[i] <= up[i]);
+      for (int64_t i = b; i < e; ++i) local |= !(lp.data()[i] <= up.data()[i]);
       if (local) bad = true;
     });
     TORCH_CHECK(!bad.load(), "bound_inf_dist_forward: lower must be <= upper elementwise and neither may be NaN");

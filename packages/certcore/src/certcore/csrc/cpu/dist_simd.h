@@ -439,8 +439,9 @@ inline void micro_fwd(const T* __restrict x, const T* __restrict w, int64_t ld, 
 }
 
 // One pass over a tile: st[(r - m0) * nn + (c - n0)] = combine(st, vector accumulator over a KC
-// block); the state S is a scalar (reduced horizontally) or a vector (per-lane, for the argmax).
-// make_step(r0, c0) returns the step functor of the register block at (r0, c0).
+// block), the state starting at zero (written, not read, in the first block); the state S is a
+// scalar (reduced horizontally) or a vector (per-lane maxima). make_step(r0, c0) returns the step
+// functor of the register block at (r0, c0).
 template <typename T, int R, int C, typename S, class MakeStep, class Combine>
 void tile_pass(const T* x, const T* w, int64_t Kp, int64_t m0, int64_t m1, int64_t n0, int64_t n1, S* st,
                const MakeStep& make_step, const Combine& combine) {
@@ -462,7 +463,7 @@ void tile_pass(const T* x, const T* w, int64_t Kp, int64_t m0, int64_t m1, int64
         for (int r = 0; r < R; ++r)
           for (int c = 0; c < C; ++c) {
             S& s = st[(r0 - m0 + r) * nn + (c0 - n0 + c)];
-            s = combine(s, acc[r][c]);
+            s = combine(k0 == 0 ? S{} : s, acc[r][c]);
           }
       }
     }
@@ -507,11 +508,6 @@ inline T sum_combine(T s, typename VT<T>::V a) {
 template <class V>
 inline V vmax_combine(V s, V a) {
   return vmax(s, a);
-}
-
-template <typename T>
-inline void fill(T* p, int64_t n, T v) {
-  for (int64_t i = 0; i < n; ++i) p[i] = v;
 }
 
 template <typename T>
@@ -570,20 +566,18 @@ inline T exact_output(const FwdArgs<T>& a, int64_t r, int64_t c, PMode mode, int
 template <typename T>
 void fwd_inf(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
   using V = typename VT<T>::V;
-  const int64_t KL = a.Kp / VT<T>::L, tile = (m1 - m0) * (n1 - n0);
+  const int64_t KL = a.Kp / VT<T>::L;
   auto inf_step = [](int64_t, int64_t) { return InfStep<T>{}; };
-  if (!a.arg) {  // no-grad fast path: scalar state, no argmax
-    T* st = ws;
-    fill(st, tile, T(0));
-    tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, st, inf_step, max_combine<T>);
+  // Per-lane maxima across the KC blocks (one vector max per output and block; a horizontal
+  // reduction per block would cost several times that), reduced once at the end.
+  V* sv = reinterpret_cast<V*>(align64(ws));
+  tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, sv, inf_step, vmax_combine<V>);
+  if (!a.arg) {  // no-grad: no argmax search
     for_each_output(a, m0, m1, n0, n1, [&](int64_t r, int64_t c, int64_t i, int64_t o, bool bad) {
-      a.y[o] = bad ? exact_output(a, r, c, PMode::Inf) : st[i];
+      a.y[o] = bad ? exact_output(a, r, c, PMode::Inf) : hmax(sv[i]);
     });
     return;
   }
-  V* sv = reinterpret_cast<V*>(align64(ws));
-  for (int64_t i = 0; i < tile; ++i) sv[i] = V{};
-  tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, sv, inf_step, vmax_combine<V>);
   auto absdiff = [](T xv, T wv) {
     const T t = xv - wv;
     return t < 0 ? -t : t;
@@ -617,11 +611,9 @@ template <typename T, int R, int C, class Step>
 void max_and_rescaled_sums(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* mx, T* rinv,
                            T* ss) {
   const int64_t nn = n1 - n0, tile = (m1 - m0) * nn;
-  fill(mx, tile, T(0));
   tile_pass<T, kInfR, kInfC>(a.x, a.w, a.Kp, m0, m1, n0, n1, mx, [](int64_t, int64_t) { return InfStep<T>{}; },
                              max_combine<T>);
   for (int64_t i = 0; i < tile; ++i) rinv[i] = safe_reciprocal(mx[i]);
-  fill(ss, tile, T(0));
   tile_pass<T, R, C>(a.x, a.w, a.Kp, m0, m1, n0, n1, ss, scaled_maker<T, R, C, Step>(rinv, m0, n0, nn, a.p),
                      sum_combine<T>);
 }
@@ -641,7 +633,6 @@ template <typename T, int IP>
 void fwd_int(const FwdArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws) {
   const int64_t tile = (m1 - m0) * (n1 - n0);
   T* st = ws;
-  fill(st, tile, T(0));
   tile_pass<T, kIntR, kIntC>(a.x, a.w, a.Kp, m0, m1, n0, n1, st, [](int64_t, int64_t) { return IntStep<T, IP>{}; },
                              sum_combine<T>);
   // A sum is trusted when terms that underflowed cannot matter (sum >= K * min / eps) and it is finite.

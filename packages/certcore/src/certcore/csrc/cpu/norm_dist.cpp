@@ -67,8 +67,8 @@ template <typename T>
 void forward_impl(const Tensor& x, const Tensor& w, double p, int64_t groups, Tensor& y, Tensor* arg) {
   const KernelTable& kt = kernels();
   const Dims d = Dims::make(x.size(0), x.size(1), x.size(2), w.size(0), groups, kt.lanes<T>());
-  std::vector<T> xp(size_t(d.G * d.Mp * d.Kp)), wp(size_t(d.G * d.Np * d.Kp));
-  std::vector<uint8_t> xbad(size_t(d.G * d.Mp)), wbad(size_t(d.G * d.Np));
+  PackBuffer<T> xp(d.G * d.Mp * d.Kp), wp(d.G * d.Np * d.Kp);
+  PackBuffer<uint8_t> xbad(d.G * d.Mp), wbad(d.G * d.Np);
   pack_rows(x.const_data_ptr<T>(), d, xp.data(), xbad.data());
   pack_weight(w.const_data_ptr<T>(), d, wp.data(), wbad.data());
 
@@ -154,7 +154,7 @@ void backward_finite(const Tensor& gy, const Tensor& x, const Tensor& w, const T
   const KernelTable& kt = kernels();
   const Dims d = Dims::make(d0.B, d0.CI, d0.HW, d0.CO, d0.G, kt.lanes<T>());
   const int64_t G = d.G, Mp = d.Mp, Np = d.Np, Kp = d.Kp, HW = d.HW, N = d.N, M = d.M;
-  std::vector<T> xp(size_t(G * Mp * Kp)), wp(size_t(G * Np * Kp));
+  PackBuffer<T> xp(G * Mp * Kp), wp(G * Np * Kp);
   pack_rows(x.const_data_ptr<T>(), d, xp.data(), nullptr);
   pack_weight(w.const_data_ptr<T>(), d, wp.data(), nullptr);
   // coefficients (G, Mp, Np): g and 1/y (0 where y == 0 or 1/y overflows: gradient defined as 0)
