@@ -81,46 +81,55 @@ void for_each_group_slab(const Dims& d, const F& f) {
   });
 }
 
-// out (G, Mp, Kp): out[g][b*HW + s][k] = x[b][g*K + k][s], zero padded. If bad != nullptr,
-// bad[g*Mp + r] = 1 where the row holds a NaN or an infinity.
+// HW packed rows of Kp from a (K, HW) slab: dst[s*Kp + packed(k)] = src[k*HW + s], zero for
+// K <= k < Kp. Packed positions [j*L, (j+1)*L) of a row (one vector, a cache line or half of one)
+// hold the channels k = l*KL + j, l < L: the loop walks the destination in order, L channel rows x
+// up to 16 positions s at a time, so that the L source rows are read as sequential streams and each
+// destination vector is written whole.
 template <typename T>
-void pack_rows(const T* x, const Dims& d, T* out, uint8_t* bad) {
-  const int64_t G = d.G, K = d.K, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
-  const std::vector<int64_t> perm = d.permutation();
-  const int64_t* q = perm.data();
-  for_each_group_slab(d, [&](int64_t g, int64_t b, int64_t slab) {
-    const T* src = x + slab;                // (K, HW) slab
-    T* dst = out + (g * Mp + b * HW) * Kp;  // (HW, Kp) rows
-    if (HW == 1) {
-      for (int64_t k = 0; k < K; ++k) dst[q[k]] = src[k];
-      for (int64_t k = K; k < Kp; ++k) dst[q[k]] = T(0);
-    } else {
-      // Packed positions [j*L, (j+1)*L) of a row (one vector, a cache line or half of one) hold
-      // the channels k = l*KL + j, l < L: copy L channel rows x 16 positions s at a time, so that
-      // the L source rows are read as sequential streams and each destination vector is written
-      // whole. Padding channels (k >= K) are written as zeros here.
-      const int64_t L = d.L, KL = d.KL;
-      constexpr int64_t SB = 16;
-      for (int64_t j = 0; j < KL; ++j) {
-        for (int64_t s0 = 0; s0 < HW; s0 += SB) {
-          const int64_t ns = std::min(SB, HW - s0);
-          for (int64_t s = 0; s < ns; ++s) {
-            T* dv = dst + (s0 + s) * Kp + j * L;
-            for (int64_t l = 0; l < L; ++l) {
-              const int64_t k = l * KL + j;
-              dv[l] = k < K ? src[k * HW + s0 + s] : T(0);
-            }
-          }
+void pack_slab(const T* __restrict src, int64_t HW, const Dims& d, T* __restrict dst) {
+  const int64_t K = d.K, Kp = d.Kp, L = d.L, KL = d.KL;
+  if (HW == 1) {  // one row: read each chunk of KL channels sequentially, write with stride L
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t k0 = l * KL, n = std::clamp<int64_t>(K - k0, 0, KL);
+      for (int64_t j = 0; j < n; ++j) dst[j * L + l] = src[k0 + j];
+      for (int64_t j = n; j < KL; ++j) dst[j * L + l] = T(0);
+    }
+    return;
+  }
+  constexpr int64_t SB = 16;
+  for (int64_t j = 0; j < KL; ++j) {
+    for (int64_t s0 = 0; s0 < HW; s0 += SB) {
+      const int64_t ns = std::min(SB, HW - s0);
+      for (int64_t s = 0; s < ns; ++s) {
+        T* dv = dst + (s0 + s) * Kp + j * L;
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t k = l * KL + j;
+          dv[l] = k < K ? src[k * HW + s0 + s] : T(0);
         }
       }
     }
+  }
+}
+
+// 1 where one of the n values is NaN or infinite.
+template <typename T>
+inline uint8_t any_nonfinite(const T* v, int64_t n) {
+  uint8_t flag = 0;
+  for (int64_t i = 0; i < n; ++i) flag |= (v[i] - v[i]) != T(0);
+  return flag;
+}
+
+// out (G, Mp, Kp): out[g][b*HW + s][packed(k)] = x[b][g*K + k][s], zero padded. If bad != nullptr,
+// bad[g*Mp + r] = 1 where the row holds a NaN or an infinity.
+template <typename T>
+void pack_rows(const T* x, const Dims& d, T* out, uint8_t* bad) {
+  const int64_t G = d.G, HW = d.HW, Kp = d.Kp, Mp = d.Mp;
+  for_each_group_slab(d, [&](int64_t g, int64_t b, int64_t slab) {
+    T* dst = out + (g * Mp + b * HW) * Kp;  // (HW, Kp) rows
+    pack_slab(x + slab, HW, d, dst);
     if (bad) {
-      for (int64_t s = 0; s < HW; ++s) {
-        const T* row = dst + s * Kp;
-        uint8_t flag = 0;
-        for (int64_t i = 0; i < Kp; ++i) flag |= (row[i] - row[i]) != T(0);  // NaN or +-inf
-        bad[g * Mp + b * HW + s] = flag;
-      }
+      for (int64_t s = 0; s < HW; ++s) bad[g * Mp + b * HW + s] = any_nonfinite(dst + s * Kp, Kp);
     }
   });
   for (int64_t g = 0; g < G; ++g) {
@@ -165,26 +174,22 @@ void unpack_rows(const T* src, const Dims& d, T* out) {
   });
 }
 
-// out (G, Np, Kp): out[g][c][k] = w[g*N + c][k], zero padded; bad as in pack_rows.
+// out (G, Np, Kp): out[g][c][packed(k)] = w[g*N + c][k], zero padded; bad[g*Np + c] as in pack_rows.
 template <typename T>
 void pack_weight(const T* w, const Dims& d, T* out, uint8_t* bad) {
   const int64_t G = d.G, N = d.N, K = d.K, Kp = d.Kp, Np = d.Np;
-  const std::vector<int64_t> perm = d.permutation();
-  const int64_t* q = perm.data();
   at::parallel_for(0, G * Np, 64, [&](int64_t begin, int64_t end) {
     for (int64_t gc = begin; gc < end; ++gc) {
       const int64_t g = gc / Np, c = gc % Np;
       T* dst = out + gc * Kp;
-      uint8_t flag = 0;
       if (c < N) {
         const T* src = w + (g * N + c) * K;
-        for (int64_t k = 0; k < K; ++k) dst[q[k]] = src[k];
-        for (int64_t k = K; k < Kp; ++k) dst[q[k]] = T(0);
-        for (int64_t k = 0; k < K; ++k) flag |= (src[k] - src[k]) != T(0);  // NaN or +-inf
+        pack_slab(src, 1, d, dst);
+        if (bad) bad[gc] = any_nonfinite(src, K);
       } else {
         std::fill(dst, dst + Kp, T(0));
+        if (bad) bad[gc] = 0;
       }
-      if (bad) bad[gc] = flag;
     }
   });
 }
