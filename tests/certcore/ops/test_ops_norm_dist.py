@@ -362,3 +362,35 @@ def test_raw_op_checks_shapes_too() -> None:
         torch.ops.certcore.norm_dist_backward(
             torch.ones_like(y), torch.randn(2, 6, 1), torch.randn(3, 6), y, bad, math.inf, 1, [True, True]
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("shape", [(100, 70, 1, 150), (2, 12, 133, 20), (7, 8, 1, 300)])
+def test_inf_without_argmax_equals_the_argmax_path(shape, groups: int, dtype: torch.dtype) -> None:
+    """The no-grad p = inf forward (AVX-512: unpacked, vectors along the output) is bitwise the
+    forward that also finds the argmax, on shapes with partial register blocks and output tiles."""
+    B, CI, HW, CO = shape
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(B, CI, HW, generator=gen, dtype=dtype)
+    w = torch.randn(CO, CI // groups, generator=gen, dtype=dtype)
+    y_fast, _ = torch.ops.certcore.norm_dist_forward(x, w, math.inf, groups, False)
+    y_arg, _ = torch.ops.certcore.norm_dist_forward(x, w, math.inf, groups, True)
+    assert torch.equal(y_fast, y_arg)
+    assert torch.equal(y_fast, reference.norm_dist(x, w, math.inf, groups=groups))
+
+
+@pytest.mark.parametrize("hw", [1, 5])
+def test_inf_non_finite_inputs_follow_the_reference(hw: int) -> None:
+    """NaN in w, inf − inf = NaN, and inf against a finite value, without and with the argmax."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 16, hw, generator=gen)
+    w = torch.randn(6, 16, generator=gen)
+    w[1, 3] = float("nan")
+    x[2, 7] = float("inf")
+    w[4, 7] = float("inf")  # row 2 vs output 4: inf - inf
+    x[3, 0] = float("-inf")
+    expected = reference.norm_dist(x, w, math.inf)
+    for need_argmax in (False, True):
+        y, _ = torch.ops.certcore.norm_dist_forward(x, w, math.inf, 1, need_argmax)
+        torch.testing.assert_close(y, expected, rtol=0, atol=0, equal_nan=True)

@@ -86,6 +86,26 @@ using BwdTileFn = void (*)(const BwdArgs<T>&, int64_t m0, int64_t m1, int64_t n0
 template <typename T>
 using BoundTileFn = void (*)(const BoundArgs<T>&, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws);
 
+// p = inf forward without argmax on the unpacked operands (AVX-512 only: VRANGEPS carries a NaN
+// through the running max, so no exact fallback is needed):
+//   c[m * ldc + n] = max_k |a[m * lda + k] - bt[k * ldb + n]|,  m < M, n < N, k < K (K >= 1).
+// The vectors run along n, like a GEMM's: no packing, no horizontal reduction. The caller splits
+// the output in blocks of at most kDirectRows x kDirectCols.
+constexpr int64_t kDirectRows = 96;
+constexpr int64_t kDirectCols = 128;
+template <typename T>
+struct InfDirectArgs {
+  const T* a;
+  int64_t lda;
+  const T* bt;
+  int64_t ldb;
+  T* c;
+  int64_t ldc;
+  int64_t M, N, K;
+};
+template <typename T>
+using InfDirectFn = void (*)(const InfDirectArgs<T>&);
+
 // Workspace a forward or bound tile needs, in elements of T: four scalar states and two vector
 // states per output of a tile, plus room to align the vectors to 64 bytes.
 template <typename T>
@@ -103,6 +123,8 @@ struct KernelTable {
   BwdTileFn<double> bwd_f64;
   BoundTileFn<float> bound_f32;
   BoundTileFn<double> bound_f64;
+  InfDirectFn<float> inf_direct_f32;  // nullptr where the instruction set has none
+  InfDirectFn<double> inf_direct_f64;
 
   template <typename T>
   int lanes() const;
@@ -112,6 +134,8 @@ struct KernelTable {
   BwdTileFn<T> bwd() const;
   template <typename T>
   BoundTileFn<T> bound() const;
+  template <typename T>
+  InfDirectFn<T> inf_direct() const;
 };
 
 template <> inline int KernelTable::lanes<float>() const { return lanes_f32; }
@@ -122,6 +146,8 @@ template <> inline BwdTileFn<float> KernelTable::bwd<float>() const { return bwd
 template <> inline BwdTileFn<double> KernelTable::bwd<double>() const { return bwd_f64; }
 template <> inline BoundTileFn<float> KernelTable::bound<float>() const { return bound_f32; }
 template <> inline BoundTileFn<double> KernelTable::bound<double>() const { return bound_f64; }
+template <> inline InfDirectFn<float> KernelTable::inf_direct<float>() const { return inf_direct_f32; }
+template <> inline InfDirectFn<double> KernelTable::inf_direct<double>() const { return inf_direct_f64; }
 
 // One table per instruction set; nullptr where this build or this CPU lacks it.
 const KernelTable* kernels_avx512();

@@ -897,9 +897,92 @@ void bound_tile(const BoundArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// p = inf without argmax on unpacked operands (dist_kernels.h, InfDirectArgs): vectors along n, a
+// register block of R rows x C vectors holds its running maxima over the whole reduction.
+#if defined(CERTCORE_AVX512)
+constexpr int kDirR = 6, kDirC = 4;  // 24 accumulators + 4 operand vectors + 1 broadcast
+static_assert(kDirectRows % kDirR == 0 && kDirectCols % (kDirC * VT<float>::L) == 0 &&
+              kDirectCols % (kDirC * VT<double>::L) == 0);
+
+inline vf vbroadcast(float s) { return (vf)_mm512_set1_ps(s); }
+inline vd vbroadcast(double s) { return (vd)_mm512_set1_pd(s); }
+inline vf vload_masked(const float* p, uint32_t m) { return (vf)_mm512_maskz_loadu_ps((__mmask16)m, p); }
+inline vd vload_masked(const double* p, uint32_t m) { return (vd)_mm512_maskz_loadu_pd((__mmask8)m, p); }
+inline void vstore_masked(float* p, vf v, uint32_t m) { _mm512_mask_storeu_ps(p, (__mmask16)m, (__m512)v); }
+inline void vstore_masked(double* p, vd v, uint32_t m) { _mm512_mask_storeu_pd(p, (__mmask8)m, (__m512d)v); }
+
+// Rows [m0, m0 + R) x vectors [n0, n0 + C*L) of c; the last vector holds only the columns in `last`.
+template <typename T, int R, int C>
+void inf_direct_block(const InfDirectArgs<T>& a, int64_t m0, int64_t n0, uint32_t last) {
+  using V = typename VT<T>::V;
+  constexpr int L = VT<T>::L;
+  V acc[R][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) acc[r][c] = V{};
+  const T* ar = a.a + m0 * a.lda;
+  const T* bk = a.bt + n0;
+  for (int64_t k = 0; k < a.K; ++k, bk += a.ldb) {
+    V b[C];
+#pragma GCC unroll 8
+    for (int c = 0; c + 1 < C; ++c) b[c] = vload(bk + c * L);
+    b[C - 1] = vload_masked(bk + (C - 1) * L, last);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const V x = vbroadcast(ar[r * a.lda + k]);
+#pragma GCC unroll 8
+      for (int c = 0; c < C; ++c) acc[r][c] = absmax(acc[r][c], x - b[c]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    T* cr = a.c + (m0 + r) * a.ldc + n0;
+#pragma GCC unroll 8
+    for (int c = 0; c + 1 < C; ++c) vstore(cr + c * L, acc[r][c]);
+    vstore_masked(cr + (C - 1) * L, acc[r][C - 1], last);
+  }
+}
+
+template <typename T, int R, int C = kDirC>
+void inf_direct_rows(const InfDirectArgs<T>& a, int64_t m0, int64_t n0, int nv, uint32_t last) {
+  if constexpr (C > 1) {
+    if (nv < C) return inf_direct_rows<T, R, C - 1>(a, m0, n0, nv, last);
+  }
+  inf_direct_block<T, R, C>(a, m0, n0, last);
+}
+
+template <typename T, int R = kDirR>
+void inf_direct_dispatch(const InfDirectArgs<T>& a, int64_t m0, int64_t n0, int rows, int nv, uint32_t last) {
+  if constexpr (R > 1) {
+    if (rows < R) return inf_direct_dispatch<T, R - 1>(a, m0, n0, rows, nv, last);
+  }
+  inf_direct_rows<T, R>(a, m0, n0, nv, last);
+}
+
+template <typename T>
+void inf_direct(const InfDirectArgs<T>& a) {
+  constexpr int L = VT<T>::L;
+  for (int64_t n0 = 0; n0 < a.N; n0 += kDirC * L) {
+    const int64_t cols = imin(kDirC * L, a.N - n0);
+    const int nv = int((cols + L - 1) / L);
+    const int tail = int(cols - (nv - 1) * L);  // columns of the last vector, 1..L
+    const uint32_t last = (1u << tail) - 1u;
+    for (int64_t m0 = 0; m0 < a.M; m0 += kDirR)
+      inf_direct_dispatch<T>(a, m0, n0, int(imin(kDirR, a.M - m0)), nv, last);
+  }
+}
+#endif
+
 const KernelTable kTable = {
     CERTCORE_ISA_NAME,   VT<float>::L,       VT<double>::L,        &fwd_tile<float>,  &fwd_tile<double>,
     &bwd_tile<float>,    &bwd_tile<double>,  &bound_tile<float>,   &bound_tile<double>,
+#if defined(CERTCORE_AVX512)
+    &inf_direct<float>,  &inf_direct<double>,
+#else
+    nullptr,             nullptr,
+#endif
 };
 
 }  // namespace

@@ -2,7 +2,8 @@
 //
 // y[b, o, s] = ||x[b, g*K:(g+1)*K, s] - w[o, :]||_p, g = o / (CO/groups). Three algorithms:
 //   p = inf          max of |x - w| (one subtraction and one VRANGEPS per 16 pairs on AVX-512),
-//                    plus the first index reaching it when need_argmax;
+//                    plus the first index reaching it when need_argmax; without the argmax, on
+//                    AVX-512 and finite inputs, on the unpacked tensors (forward_inf_direct);
 //   p in {1, ..., 8} sum of |x - w|^p by repeated multiplication (a rescaled pass only for tiles
 //                    where a sum over- or underflowed);
 //   other p          max m first, then sum (|x - w| / m)^p: finite and accurate up to p = 1000 and
@@ -15,10 +16,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cmath>
@@ -63,9 +66,67 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, double p, in
   TORCH_CHECK(x.size(1) / groups < std::numeric_limits<int32_t>::max(), op, ": CI/groups must fit an int32 argmax");
 }
 
+// p = inf without argmax where the kernels have inf_direct and every input is finite (the packed
+// path handles NaN and infinities): vectors along the output's contiguous dimension, on operand
+// tiles of kDirectCols columns stored contiguously (rows 4 KiB apart would share cache sets).
+// FC: y[b, g*N + n] = max_k |x[b, g*K + k] - w[g*N + n, k]|, w's groups transposed once into tiles
+// (K, kDirectCols); conv: y[b, g*N + n, s] = max_k |w[g*N + n, k] - x[b, g*K + k, s]|, each task
+// copying its tile of x.
+template <typename T>
+void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor& y, InfDirectFn<T> fn) {
+  const int64_t B = x.size(0), CI = x.size(1), HW = x.size(2), CO = w.size(0);
+  const int64_t K = CI / groups, N = CO / groups;
+  constexpr int64_t TC = kDirectCols;
+  const T* xp = x.const_data_ptr<T>();
+  const T* wp = w.const_data_ptr<T>();
+  T* yp = y.data_ptr<T>();
+  const bool fc = HW == 1;
+  // one (M x NC) problem per unit: a group (FC) or a (batch element, group) pair (conv)
+  const int64_t M = fc ? B : N, NC = fc ? N : HW, units = fc ? groups : B * groups;
+  const int64_t mt = ceil_div(M, kDirectRows), nt = ceil_div(NC, TC);
+  PackBuffer<T> wt(fc ? groups * nt * K * TC : 0);
+  if (fc) {  // wt[g][j][k][c] = w[g*N + j*TC + c][k], zero beyond N
+    at::parallel_for(0, groups * nt, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t g = t / nt, n0 = (t % nt) * TC, cols = std::min(TC, N - n0);
+        T* dst = wt.data() + t * K * TC;
+        const T* src = wp + (g * N + n0) * K;
+        for (int64_t k = 0; k < K; ++k) {
+          for (int64_t c = 0; c < cols; ++c) dst[k * TC + c] = src[c * K + k];
+          for (int64_t c = cols; c < TC; ++c) dst[k * TC + c] = T(0);
+        }
+      }
+    });
+  }
+  at::parallel_for(0, units * mt * nt, 1, [&](int64_t begin, int64_t end) {
+    PackBuffer<T> tile(fc ? 0 : K * TC);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t u = t / (mt * nt), m0 = ((t / nt) % mt) * kDirectRows, j = t % nt, n0 = j * TC;
+      const int64_t rows = std::min(kDirectRows, M - m0), cols = std::min(TC, NC - n0);
+      if (fc) {
+        const int64_t g = u;
+        fn({xp + m0 * CI + g * K, CI, wt.data() + (g * nt + j) * K * TC, TC, yp + m0 * CO + g * N + n0, CO, rows,
+            cols, K});
+      } else {
+        const int64_t b = u / groups, g = u % groups;
+        const T* src = xp + (b * CI + g * K) * HW + n0;
+        for (int64_t k = 0; k < K; ++k) std::copy(src + k * HW, src + k * HW + cols, tile.data() + k * TC);
+        fn({wp + (g * N + m0) * K, K, tile.data(), TC, yp + (b * CO + g * N + m0) * HW + n0, HW, rows, cols, K});
+      }
+    }
+  });
+}
+
 template <typename T>
 void forward_impl(const Tensor& x, const Tensor& w, double p, int64_t groups, Tensor& y, Tensor* arg) {
   const KernelTable& kt = kernels();
+  if (arg == nullptr && std::isinf(p)) {
+    // a finite sum proves every element finite (one vectorised pass; a sum that overflows only
+    // sends a finite input to the packed path)
+    auto all_finite = [](const Tensor& t) { return std::isfinite(t.sum().item<double>()); };
+    const InfDirectFn<T> direct = kt.inf_direct<T>();
+    if (direct && all_finite(x) && all_finite(w)) return forward_inf_direct<T>(x, w, groups, y, direct);
+  }
   const Dims d = Dims::make(x.size(0), x.size(1), x.size(2), w.size(0), groups, kt.lanes<T>());
   PackBuffer<T> xp(d.G * d.Mp * d.Kp), wp(d.G * d.Np * d.Kp);
   PackBuffer<uint8_t> xbad(d.G * d.Mp), wbad(d.G * d.Np);
