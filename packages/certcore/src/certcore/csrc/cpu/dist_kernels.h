@@ -105,6 +105,9 @@ struct InfDirectArgs {
 };
 template <typename T>
 using InfDirectFn = void (*)(const InfDirectArgs<T>&);
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (the FC weights' tiles for inf_direct).
+template <typename T>
+using TransposeFn = void (*)(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, int64_t ldd);
 
 // Workspace a forward or bound tile needs, in elements of T: four scalar states and two vector
 // states per output of a tile, plus room to align the vectors to 64 bytes.
@@ -123,8 +126,10 @@ struct KernelTable {
   BwdTileFn<double> bwd_f64;
   BoundTileFn<float> bound_f32;
   BoundTileFn<double> bound_f64;
-  InfDirectFn<float> inf_direct_f32;  // nullptr where the instruction set has none
+  InfDirectFn<float> inf_direct_f32;  // these four: nullptr where the instruction set has none
   InfDirectFn<double> inf_direct_f64;
+  TransposeFn<float> transpose_f32;
+  TransposeFn<double> transpose_f64;
 
   template <typename T>
   int lanes() const;
@@ -136,6 +141,8 @@ struct KernelTable {
   BoundTileFn<T> bound() const;
   template <typename T>
   InfDirectFn<T> inf_direct() const;
+  template <typename T>
+  TransposeFn<T> transpose() const;
 };
 
 template <> inline int KernelTable::lanes<float>() const { return lanes_f32; }
@@ -148,6 +155,8 @@ template <> inline BoundTileFn<float> KernelTable::bound<float>() const { return
 template <> inline BoundTileFn<double> KernelTable::bound<double>() const { return bound_f64; }
 template <> inline InfDirectFn<float> KernelTable::inf_direct<float>() const { return inf_direct_f32; }
 template <> inline InfDirectFn<double> KernelTable::inf_direct<double>() const { return inf_direct_f64; }
+template <> inline TransposeFn<float> KernelTable::transpose<float>() const { return transpose_f32; }
+template <> inline TransposeFn<double> KernelTable::transpose<double>() const { return transpose_f64; }
 
 // One table per instruction set; nullptr where this build or this CPU lacks it.
 const KernelTable* kernels_avx512();

@@ -973,15 +973,69 @@ void inf_direct(const InfDirectArgs<T>& a) {
       inf_direct_dispatch<T>(a, m0, n0, int(imin(kDirR, a.M - m0)), nv, last);
   }
 }
+
+// dst[j * ldd + i] = src[i * lds + j]: 16 x 16 float blocks transposed in registers (unpack 32-bit,
+// unpack 64-bit, two rounds of 128-bit lane shuffles), edges and doubles element by element.
+inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m512 r[16], t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xdd);
+    t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xdd);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xdd);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+
+template <typename T>
+void transpose_scalar(const T* src, int64_t lds, int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* dst,
+                      int64_t ldd) {
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t j = j0; j < j1; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
+
+void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+  const int64_t rb = rows / 16 * 16, cb = cols / 16 * 16;
+  for (int64_t i0 = 0; i0 < rb; i0 += 16)
+    for (int64_t j0 = 0; j0 < cb; j0 += 16) transpose16(src + i0 * lds + j0, lds, dst + j0 * ldd + i0, ldd);
+  transpose_scalar(src, lds, 0, rb, cb, cols, dst, ldd);
+  transpose_scalar(src, lds, rb, rows, 0, cols, dst, ldd);
+}
+void transpose(const double* src, int64_t lds, int64_t rows, int64_t cols, double* dst, int64_t ldd) {
+  transpose_scalar(src, lds, 0, rows, 0, cols, dst, ldd);
+}
 #endif
 
 const KernelTable kTable = {
     CERTCORE_ISA_NAME,   VT<float>::L,       VT<double>::L,        &fwd_tile<float>,  &fwd_tile<double>,
     &bwd_tile<float>,    &bwd_tile<double>,  &bound_tile<float>,   &bound_tile<double>,
 #if defined(CERTCORE_AVX512)
-    &inf_direct<float>,  &inf_direct<double>,
+    &inf_direct<float>,  &inf_direct<double>, &transpose,          &transpose,
 #else
-    nullptr,             nullptr,
+    nullptr,             nullptr,             nullptr,             nullptr,
 #endif
 };
 

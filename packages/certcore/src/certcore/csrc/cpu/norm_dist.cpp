@@ -73,7 +73,8 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, double p, in
 // (K, kDirectCols); conv: y[b, g*N + n, s] = max_k |w[g*N + n, k] - x[b, g*K + k, s]|, each task
 // copying its tile of x.
 template <typename T>
-void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor& y, InfDirectFn<T> fn) {
+void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor& y, const KernelTable& kt) {
+  const InfDirectFn<T> fn = kt.inf_direct<T>();
   const int64_t B = x.size(0), CI = x.size(1), HW = x.size(2), CO = w.size(0);
   const int64_t K = CI / groups, N = CO / groups;
   constexpr int64_t TC = kDirectCols;
@@ -86,15 +87,14 @@ void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor
   const int64_t mt = ceil_div(M, kDirectRows), nt = ceil_div(NC, TC);
   PackBuffer<T> wt(fc ? groups * nt * K * TC : 0);
   if (fc) {  // wt[g][j][k][c] = w[g*N + j*TC + c][k], zero beyond N
+    const TransposeFn<T> transpose = kt.transpose<T>();
     at::parallel_for(0, groups * nt, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t g = t / nt, n0 = (t % nt) * TC, cols = std::min(TC, N - n0);
         T* dst = wt.data() + t * K * TC;
-        const T* src = wp + (g * N + n0) * K;
-        for (int64_t k = 0; k < K; ++k) {
-          for (int64_t c = 0; c < cols; ++c) dst[k * TC + c] = src[c * K + k];
-          for (int64_t c = cols; c < TC; ++c) dst[k * TC + c] = T(0);
-        }
+        transpose(wp + (g * N + n0) * K, K, cols, K, dst, TC);
+        if (cols < TC)
+          for (int64_t k = 0; k < K; ++k) std::fill(dst + k * TC + cols, dst + (k + 1) * TC, T(0));
       }
     });
   }
@@ -124,8 +124,7 @@ void forward_impl(const Tensor& x, const Tensor& w, double p, int64_t groups, Te
     // a finite sum proves every element finite (one vectorised pass; a sum that overflows only
     // sends a finite input to the packed path)
     auto all_finite = [](const Tensor& t) { return std::isfinite(t.sum().item<double>()); };
-    const InfDirectFn<T> direct = kt.inf_direct<T>();
-    if (direct && all_finite(x) && all_finite(w)) return forward_inf_direct<T>(x, w, groups, y, direct);
+    if (kt.inf_direct<T>() && all_finite(x) && all_finite(w)) return forward_inf_direct<T>(x, w, groups, y, kt);
   }
   const Dims d = Dims::make(x.size(0), x.size(1), x.size(2), w.size(0), groups, kt.lanes<T>());
   PackBuffer<T> xp(d.G * d.Mp * d.Kp), wp(d.G * d.Np * d.Kp);
