@@ -90,8 +90,10 @@ using BoundTileFn = void (*)(const BoundArgs<T>&, int64_t m0, int64_t m1, int64_
 // through the running max, so no exact fallback is needed):
 //   c[m * ldc + n] = max_k |a[m * lda + k] - bt[k * ldb + n]|,  m < M, n < N, k < K (K >= 1).
 // The vectors run along n, like a GEMM's: no packing, no horizontal reduction. The caller splits
-// the output in blocks of at most kDirectRows x kDirectCols.
+// the output in blocks of at most kDirectRows x kDirectCols (rows best in multiples of
+// kDirectRowBlock, the kernel's register block).
 constexpr int64_t kDirectRows = 96;
+constexpr int64_t kDirectRowBlock = 6;
 constexpr int64_t kDirectCols = 128;
 template <typename T>
 struct InfDirectArgs {
@@ -105,9 +107,10 @@ struct InfDirectArgs {
 };
 template <typename T>
 using InfDirectFn = void (*)(const InfDirectArgs<T>&);
-// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (the FC weights' tiles for inf_direct).
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols (the FC weights' tiles for inf_direct);
+// returns whether every element was finite.
 template <typename T>
-using TransposeFn = void (*)(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, int64_t ldd);
+using TransposeFn = bool (*)(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, int64_t ldd);
 
 // Workspace a forward or bound tile needs, in elements of T: four scalar states and two vector
 // states per output of a tile, plus room to align the vectors to 64 bytes.

@@ -901,7 +901,7 @@ void bound_tile(const BoundArgs<T>& a, int64_t m0, int64_t m1, int64_t n0, int64
 // p = inf without argmax on unpacked operands (dist_kernels.h, InfDirectArgs): vectors along n, a
 // register block of R rows x C vectors holds its running maxima over the whole reduction.
 #if defined(CERTCORE_AVX512)
-constexpr int kDirR = 6, kDirC = 4;  // 24 accumulators + 4 operand vectors + 1 broadcast
+constexpr int kDirR = int(kDirectRowBlock), kDirC = 4;  // 24 accumulators + 4 operand vectors + 1 broadcast
 static_assert(kDirectRows % kDirR == 0 && kDirectCols % (kDirC * VT<float>::L) == 0 &&
               kDirectCols % (kDirC * VT<double>::L) == 0);
 
@@ -975,11 +975,16 @@ void inf_direct(const InfDirectArgs<T>& a) {
 }
 
 // dst[j * ldd + i] = src[i * lds + j]: 16 x 16 float blocks transposed in registers (unpack 32-bit,
-// unpack 64-bit, two rounds of 128-bit lane shuffles), edges and doubles element by element.
-inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+// unpack 64-bit, two rounds of 128-bit lane shuffles), edges and doubles element by element. The
+// returned masks flag NaN and infinite elements (VFPCLASSPS 0x99: QNaN, SNaN, +inf, -inf).
+inline __mmask16 transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
   __m512 r[16], t[16];
+  __mmask16 nonfinite = 0;
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 16; ++i) {
+    r[i] = _mm512_loadu_ps(src + i * lds);
+    nonfinite |= _mm512_fpclass_ps_mask(r[i], 0x99);
+  }
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -1008,24 +1013,35 @@ inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) 
   }
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ldd, r[i]);
+  return nonfinite;
 }
 
+// The element-by-element part; returns whether every element was finite.
 template <typename T>
-void transpose_scalar(const T* src, int64_t lds, int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* dst,
+bool transpose_scalar(const T* src, int64_t lds, int64_t i0, int64_t i1, int64_t j0, int64_t j1, T* dst,
                       int64_t ldd) {
+  bool finite = true;
   for (int64_t i = i0; i < i1; ++i)
-    for (int64_t j = j0; j < j1; ++j) dst[j * ldd + i] = src[i * lds + j];
+    for (int64_t j = j0; j < j1; ++j) {
+      const T v = src[i * lds + j];
+      finite &= (v - v) == T(0);
+      dst[j * ldd + i] = v;
+    }
+  return finite;
 }
 
-void transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+bool transpose(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
   const int64_t rb = rows / 16 * 16, cb = cols / 16 * 16;
+  __mmask16 nonfinite = 0;
   for (int64_t i0 = 0; i0 < rb; i0 += 16)
-    for (int64_t j0 = 0; j0 < cb; j0 += 16) transpose16(src + i0 * lds + j0, lds, dst + j0 * ldd + i0, ldd);
-  transpose_scalar(src, lds, 0, rb, cb, cols, dst, ldd);
-  transpose_scalar(src, lds, rb, rows, 0, cols, dst, ldd);
+    for (int64_t j0 = 0; j0 < cb; j0 += 16)
+      nonfinite |= transpose16(src + i0 * lds + j0, lds, dst + j0 * ldd + i0, ldd);
+  const bool edges = transpose_scalar(src, lds, 0, rb, cb, cols, dst, ldd) &
+                     transpose_scalar(src, lds, rb, rows, 0, cols, dst, ldd);
+  return edges && nonfinite == 0;
 }
-void transpose(const double* src, int64_t lds, int64_t rows, int64_t cols, double* dst, int64_t ldd) {
-  transpose_scalar(src, lds, 0, rows, 0, cols, dst, ldd);
+bool transpose(const double* src, int64_t lds, int64_t rows, int64_t cols, double* dst, int64_t ldd) {
+  return transpose_scalar(src, lds, 0, rows, 0, cols, dst, ldd);
 }
 #endif
 

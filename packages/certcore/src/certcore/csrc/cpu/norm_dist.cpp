@@ -66,14 +66,19 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, double p, in
   TORCH_CHECK(x.size(1) / groups < std::numeric_limits<int32_t>::max(), op, ": CI/groups must fit an int32 argmax");
 }
 
-// p = inf without argmax where the kernels have inf_direct and every input is finite (the packed
-// path handles NaN and infinities): vectors along the output's contiguous dimension, on operand
+// p = inf without argmax where the kernels have inf_direct, if every input is finite (VRANGEPS
+// passes over a NaN; returns false then, and the packed path, which handles NaN and infinities,
+// takes over): vectors along the output's contiguous dimension, on operand
 // tiles of kDirectCols columns stored contiguously (rows 4 KiB apart would share cache sets).
 // FC: y[b, g*N + n] = max_k |x[b, g*K + k] - w[g*N + n, k]|, w's groups transposed once into tiles
 // (K, kDirectCols); conv: y[b, g*N + n, s] = max_k |w[g*N + n, k] - x[b, g*K + k, s]|, each task
 // copying its tile of x.
 template <typename T>
-void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor& y, const KernelTable& kt) {
+bool forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor& y, const KernelTable& kt) {
+  // a finite sum proves every element finite (one vectorised pass; a sum that overflows only sends
+  // a finite input to the packed path)
+  auto all_finite = [](const Tensor& t) { return std::isfinite(t.sum().item<double>()); };
+  if (!all_finite(x)) return false;
   const InfDirectFn<T> fn = kt.inf_direct<T>();
   const int64_t B = x.size(0), CI = x.size(1), HW = x.size(2), CO = w.size(0);
   const int64_t K = CI / groups, N = CO / groups;
@@ -86,23 +91,30 @@ void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor
   const int64_t M = fc ? B : N, NC = fc ? N : HW, units = fc ? groups : B * groups;
   const int64_t mt = ceil_div(M, kDirectRows), nt = ceil_div(NC, TC);
   PackBuffer<T> wt(fc ? groups * nt * K * TC : 0);
-  if (fc) {  // wt[g][j][k][c] = w[g*N + j*TC + c][k], zero beyond N
+  if (fc) {  // wt[g][j][k][c] = w[g*N + j*TC + c][k], zero beyond N; the finiteness check on the way
     const TransposeFn<T> transpose = kt.transpose<T>();
+    std::atomic<bool> finite{true};
     at::parallel_for(0, groups * nt, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t g = t / nt, n0 = (t % nt) * TC, cols = std::min(TC, N - n0);
         T* dst = wt.data() + t * K * TC;
-        transpose(wp + (g * N + n0) * K, K, cols, K, dst, TC);
+        if (!transpose(wp + (g * N + n0) * K, K, cols, K, dst, TC)) finite = false;
         if (cols < TC)
           for (int64_t k = 0; k < K; ++k) std::fill(dst + k * TC + cols, dst + (k + 1) * TC, T(0));
       }
     });
+    if (!finite.load()) return false;
+  } else if (!all_finite(w)) {
+    return false;
   }
+  // row tiles of near-equal size (multiples of the register block), so that threads get equal work
+  auto row_start = [&](int64_t i) { return std::min(M, round_up(i * M / mt, kDirectRowBlock)); };
   at::parallel_for(0, units * mt * nt, 1, [&](int64_t begin, int64_t end) {
     PackBuffer<T> tile(fc ? 0 : K * TC);
     for (int64_t t = begin; t < end; ++t) {
-      const int64_t u = t / (mt * nt), m0 = ((t / nt) % mt) * kDirectRows, j = t % nt, n0 = j * TC;
-      const int64_t rows = std::min(kDirectRows, M - m0), cols = std::min(TC, NC - n0);
+      const int64_t u = t / (mt * nt), i = (t / nt) % mt, j = t % nt, n0 = j * TC;
+      const int64_t m0 = row_start(i), rows = row_start(i + 1) - m0, cols = std::min(TC, NC - n0);
+      if (rows <= 0) continue;
       if (fc) {
         const int64_t g = u;
         fn({xp + m0 * CI + g * K, CI, wt.data() + (g * nt + j) * K * TC, TC, yp + m0 * CO + g * N + n0, CO, rows,
@@ -115,17 +127,13 @@ void forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor
       }
     }
   });
+  return true;
 }
 
 template <typename T>
 void forward_impl(const Tensor& x, const Tensor& w, double p, int64_t groups, Tensor& y, Tensor* arg) {
   const KernelTable& kt = kernels();
-  if (arg == nullptr && std::isinf(p)) {
-    // a finite sum proves every element finite (one vectorised pass; a sum that overflows only
-    // sends a finite input to the packed path)
-    auto all_finite = [](const Tensor& t) { return std::isfinite(t.sum().item<double>()); };
-    if (kt.inf_direct<T>() && all_finite(x) && all_finite(w)) return forward_inf_direct<T>(x, w, groups, y, kt);
-  }
+  if (arg == nullptr && std::isinf(p) && kt.inf_direct<T>() && forward_inf_direct<T>(x, w, groups, y, kt)) return;
   const Dims d = Dims::make(x.size(0), x.size(1), x.size(2), w.size(0), groups, kt.lanes<T>());
   PackBuffer<T> xp(d.G * d.Mp * d.Kp), wp(d.G * d.Np * d.Kp);
   PackBuffer<uint8_t> xbad(d.G * d.Mp), wbad(d.G * d.Np);
