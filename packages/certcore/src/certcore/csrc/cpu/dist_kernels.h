@@ -86,8 +86,8 @@ using BwdTileFn = void (*)(const BwdArgs<T>&, int64_t m0, int64_t m1, int64_t n0
 template <typename T>
 using BoundTileFn = void (*)(const BoundArgs<T>&, int64_t m0, int64_t m1, int64_t n0, int64_t n1, T* ws);
 
-// p = inf forward without argmax on the unpacked operands (AVX-512 only: VRANGEPS carries a NaN
-// through the running max, so no exact fallback is needed):
+// p = inf forward without argmax on the unpacked operands (AVX-512 only; finite operands only:
+// VRANGEPS passes over a NaN, so the caller checks and otherwise takes the packed path):
 //   c[m * ldc + n] = max_k |a[m * lda + k] - bt[k * ldb + n]|,  m < M, n < N, k < K (K >= 1).
 // The vectors run along n, like a GEMM's: no packing, no horizontal reduction. The caller splits
 // the output in blocks of at most kDirectRows x kDirectCols (rows best in multiples of

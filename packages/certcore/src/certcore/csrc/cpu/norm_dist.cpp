@@ -68,8 +68,8 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, double p, in
 
 // p = inf without argmax where the kernels have inf_direct, if every input is finite (VRANGEPS
 // passes over a NaN; returns false then, and the packed path, which handles NaN and infinities,
-// takes over): vectors along the output's contiguous dimension, on operand
-// tiles of kDirectCols columns stored contiguously (rows 4 KiB apart would share cache sets).
+// takes over): vectors along the output's contiguous dimension, on operand tiles of kDirectCols
+// columns stored contiguously (rows 4 KiB apart would share cache sets).
 // FC: y[b, g*N + n] = max_k |x[b, g*K + k] - w[g*N + n, k]|, w's groups transposed once into tiles
 // (K, kDirectCols); conv: y[b, g*N + n, s] = max_k |w[g*N + n, k] - x[b, g*K + k, s]|, each task
 // copying its tile of x.
