@@ -15,6 +15,7 @@ B=8, CO=128). On a GPU the CUDA kernel (and cdist, matmul on the GPU) are timed 
     python benchmarks/norm_dist.py                 # table
     python benchmarks/norm_dist.py --json          # one JSON object per line per row
     python benchmarks/norm_dist.py --quick         # smaller shapes, a smoke run
+    python benchmarks/norm_dist.py --paired 60     # + median of back-to-back certkit/matmul ratios
 
 Slow contenders (torch.cdist's p = 8 backward takes seconds) are timed once; fast ones are
 repeated and the median is reported. Other processes on the machine change the numbers: compare
@@ -71,6 +72,23 @@ def timeit(fn: Callable[[], object], device: str, budget_s: float, max_reps: int
         _sync(device)
         times.append(CLOCK() - t0)
     return statistics.median(times)
+
+
+def paired_ratio(fn: Callable[[], object], ref: Callable[[], object], device: str, rounds: int) -> float:
+    """Median over ``rounds`` of time(fn) / time(ref), the two timed back to back in each round: load
+    from other processes hits both sides of a round alike, which a comparison of separate medians
+    does not guarantee on a shared machine."""
+    ratios = []
+    for _ in range(rounds):
+        pair = []
+        for f in (fn, ref):
+            _sync(device)
+            t0 = CLOCK()
+            f()
+            _sync(device)
+            pair.append(CLOCK() - t0)
+        ratios.append(pair[0] / pair[1])
+    return statistics.median(ratios)
 
 
 def _contenders(x: torch.Tensor, w: torch.Tensor, p: float, with_grad: bool, skip_reference: bool):
@@ -163,9 +181,12 @@ def run(args: argparse.Namespace) -> list[dict]:
                         "p": "inf" if math.isinf(p) else p,
                         "pass": pass_name,
                     }
-                    for name, fn in _contenders(x, w, p, with_grad, args.no_reference).items():
-                        row[f"{'certkit' if name == 'certkit' else name}_s"] = timeit(
-                            fn, device, args.budget, args.max_reps
+                    contenders = _contenders(x, w, p, with_grad, args.no_reference)
+                    for name, fn in contenders.items():
+                        row[f"{name}_s"] = timeit(fn, device, args.budget, args.max_reps)
+                    if args.paired:
+                        row["paired_certkit_over_matmul"] = paired_ratio(
+                            contenders["certkit"], contenders["matmul"], device, args.paired
                         )
                     rows.append(row)
                     if args.json:
@@ -189,10 +210,12 @@ def _print_row(row: dict, header: bool) -> None:
         )
         print("-" * 112)
     ck, cd, mm = row["certkit_s"], row["cdist_s"], row["matmul_s"]
+    paired = row.get("paired_certkit_over_matmul")
     print(
         f"{row['device']:6} {row['shape']:5} {str(row['p']):>5} {row['pass']:8} | "
         f"{_fmt(ck):>10} {_fmt(cd):>10} "
-        f"{_fmt(row.get('reference_s')):>12} {_fmt(mm):>10} | {cd / ck:12.1f}x {ck / mm:13.2f}x",
+        f"{_fmt(row.get('reference_s')):>12} {_fmt(mm):>10} | {cd / ck:12.1f}x {ck / mm:13.2f}x"
+        + ("" if paired is None else f"  (paired: {paired:.2f}x)"),
         flush=True,
     )
 
@@ -209,6 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=1.0, help="seconds of repeats per timing (default 1)")
     parser.add_argument("--max-reps", type=int, default=7, help="most repeats per timing (default 7)")
     parser.add_argument("--no-reference", action="store_true", help="skip the (slow) broadcast reference")
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also time certkit and the matmul back to back ROUNDS times and report the median ratio "
+        "(robust to load from other processes)",
+    )
     parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],
