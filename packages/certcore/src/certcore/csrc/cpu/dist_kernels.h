@@ -89,9 +89,10 @@ using BoundTileFn = void (*)(const BoundArgs<T>&, int64_t m0, int64_t m1, int64_
 // p = inf forward without argmax on the unpacked operands (AVX-512 only; finite operands only:
 // VRANGEPS passes over a NaN, so the caller checks and otherwise takes the packed path):
 //   c[m * ldc + n] = max_k |a[m * lda + k] - bt[k * ldb + n]|,  m < M, n < N, k < K (K >= 1).
-// The vectors run along n, like a GEMM's: no packing, no horizontal reduction. The caller splits
-// the output in blocks of at most kDirectRows x kDirectCols (rows best in multiples of
-// kDirectRowBlock, the kernel's register block).
+// The vectors run along n, like a GEMM's: no packing, no horizontal reduction. Any M and N work;
+// the caller splits the output in column blocks of kDirectCols (operand tiles of that width) and,
+// for many rows, row blocks of about kDirectRows (best in multiples of kDirectRowBlock, the
+// kernel's register block).
 constexpr int64_t kDirectRows = 96;
 constexpr int64_t kDirectRowBlock = 6;
 constexpr int64_t kDirectCols = 128;

@@ -89,7 +89,8 @@ bool forward_inf_direct(const Tensor& x, const Tensor& w, int64_t groups, Tensor
   const bool fc = HW == 1;
   // one (M x NC) problem per unit: a group (FC) or a (batch element, group) pair (conv)
   const int64_t M = fc ? B : N, NC = fc ? N : HW, units = fc ? groups : B * groups;
-  const int64_t mt = ceil_div(M, kDirectRows), nt = ceil_div(NC, TC);
+  // conv: one row tile per task (its rows are the few weight rows), so x's tile is copied once
+  const int64_t mt = fc ? ceil_div(M, kDirectRows) : 1, nt = ceil_div(NC, TC);
   PackBuffer<T> wt(fc ? groups * nt * K * TC : 0);
   if (fc) {  // wt[g][j][k][c] = w[g*N + j*TC + c][k], zero beyond N; the finiteness check on the way
     const TransposeFn<T> transpose = kt.transpose<T>();
